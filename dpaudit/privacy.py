@@ -1,0 +1,60 @@
+"""Privacy budgets and accounting through opacus.
+
+Generators ask here for the noise that meets a budget and for the epsilon of the steps they
+really took; the attacks' empirical lower bounds are held against these claims.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from dpaudit.errors import DpauditError
+
+
+@dataclass(frozen=True)
+class PrivacyBudget:
+    """An (epsilon, delta) target. epsilon = inf means no privacy (a non-DP baseline)."""
+
+    epsilon: float
+    delta: float
+
+    def __post_init__(self) -> None:
+        if not (self.epsilon > 0):
+            raise DpauditError(f"epsilon must be positive, got {self.epsilon}.")
+        if not (0 < self.delta < 1):
+            raise DpauditError(f"delta must be in (0, 1), got {self.delta}.")
+
+    @property
+    def is_private(self) -> bool:
+        return math.isfinite(self.epsilon)
+
+
+def make_accountant(name: str = "rdp"):
+    """An opacus accountant by its registry name ("rdp", "prv" or "gdp")."""
+    from opacus.accountants import create_accountant
+
+    return create_accountant(name)
+
+
+def dpsgd_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant: str = "rdp") -> float:
+    """Epsilon of `steps` Poisson-subsampled Gaussian steps, from opacus' accountant."""
+    acc = make_accountant(accountant)
+    acc.history = [(noise_multiplier, sample_rate, steps)]
+    return float(acc.get_epsilon(delta=delta))
+
+
+def dpsgd_noise(budget: PrivacyBudget, sample_rate: float, steps: int, accountant: str = "rdp") -> float:
+    """The smallest noise multiplier that meets `budget` for `steps` steps (opacus' search)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(
+        get_noise_multiplier(
+            target_epsilon=budget.epsilon,
+            target_delta=budget.delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=accountant,
+            epsilon_tolerance=0.005,
+        )
+    )
