@@ -1,0 +1,139 @@
+"""The few small networks everything shares, and the one loop that trains a classifier.
+
+- `DPDMClassifier`: the fixed CNN of the DPDM protocol (conv 32-64-128, FC 128, dropout 0.5),
+  used for train-on-synthetic / test-on-real accuracy and as the attacks' downstream model.
+- `LeNet`: a LeNet-5-style network whose penultimate layer is the offline feature space
+  for FID / KID / precision-recall (as in PEARL's own evaluation on MNIST).
+
+Neither uses batch norm, so both train under opacus' DP-SGD unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+
+class DPDMClassifier(nn.Module):
+    """conv 32-64-128 (3x3, ReLU, 2x2 max-pool), FC 128, dropout 0.5 (Dockhorn et al. 2022)."""
+
+    def __init__(self, in_channels: int, image_size: int, num_classes: int):
+        super().__init__()
+        layers, size = [], image_size
+        for c_in, c_out in ((in_channels, 32), (32, 64), (64, 128)):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+            if size >= 2:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+        self.conv = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(128 * size * size, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x))
+
+
+class LeNet(nn.Module):
+    """LeNet-5 style: conv 6 and 16 (5x5), FC 120-84, on images resized to 32x32.
+    `features(x)` gives the 84-dimensional penultimate activations."""
+
+    feature_dim = 84
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, self.feature_dim), nn.ReLU(),
+        )
+        self.out = nn.Linear(self.feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (32, 32):
+            x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(x))
+
+
+def make_classifier(shape: tuple[int, int, int], num_classes: int) -> DPDMClassifier:
+    """The DPDM-protocol CNN for images of `shape` (C, H, W)."""
+    return DPDMClassifier(shape[0], shape[1], num_classes)
+
+
+def resolve_device(device: str = "cpu") -> torch.device:
+    """`cpu`, `cuda`, or `auto` (CUDA when present)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class TrainLog:
+    """What `train_classifier` did: validation accuracy per epoch and the epoch kept."""
+
+    val_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of `model` on (x, y), in eval mode."""
+    return float((predict_logits(model, x, batch_size).argmax(1) == y).float().mean())
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of `model` on x, in eval mode, batched, on the model's device; returned on the CPU."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+def train_classifier(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    seed: int,
+    lr: float = 3e-4,
+    batch_size: int = 128,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
+    progress: str | None = None,
+) -> TrainLog:
+    """Train with Adam and cross-entropy. With `val`, keep the weights of the epoch with the best
+    validation accuracy (the model is modified in place). Deterministic for a seed on one machine."""
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    log, best_state, best_acc = TrainLog(), None, -1.0
+    for epoch in tqdm(range(epochs), desc=progress, disable=progress is None, leave=False):
+        model.train()
+        order = torch.randperm(len(x), generator=generator)
+        for i in range(0, len(x), batch_size):
+            idx = order[i : i + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x[idx].to(device)), y[idx].to(device)).backward()
+            optimizer.step()
+        if val is not None:
+            acc = accuracy(model, *val)
+            log.val_accuracy.append(acc)
+            if acc > best_acc:
+                best_acc, best_state, log.best_epoch = acc, copy.deepcopy(model.state_dict()), epoch
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        log.best_epoch = epochs - 1
+    model.eval()
+    return log
