@@ -92,3 +92,4 @@ def export(dataset, role, out, fmt, seed, data_root, download):
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="dpaudit")
+

@@ -218,15 +218,14 @@ def _describe(a: np.ndarray) -> str:
 def _list_folder(folder: Path) -> tuple[list[Path], list[int] | None]:
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subdirs:
-        files, labels = [], []
+        pairs = []
         for d in subdirs:
             if not d.name.isdigit():
                 raise DpauditError(f"{d}: class folders must be named by integer labels (0, 1, ...).")
-            for f in sorted(d.iterdir()):
-                if f.suffix.lower() in IMAGE_SUFFIXES:
-                    files.append(f)
-                    labels.append(int(d.name))
-        return files, labels
+            pairs += [(f, int(d.name)) for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES]
+        # Ordered by file name across classes, so that a written set reads back in its order.
+        pairs.sort(key=lambda pair: (pair[0].name, pair[1]))
+        return [f for f, _ in pairs], [label for _, label in pairs]
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     csv_path = folder / "labels.csv"
     if not csv_path.exists():

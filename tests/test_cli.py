@@ -1,0 +1,88 @@
+"""The CLI skeleton: version, datasets, export, and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dpaudit import __version__
+from dpaudit.cli import cli
+from dpaudit.datasets import load_split
+from dpaudit.images import load_images, to_uint8
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "dpaudit"
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_datasets_lists_digits():
+    result = run("datasets")
+    assert result.exit_code == 0
+    assert "digits" in result.output and "embedded" in result.output
+
+
+@pytest.mark.mnist
+def test_datasets_finds_mnist_through_env(monkeypatch):
+    result = run("datasets")
+    assert "DPAUDIT_DATA" in result.output.split("mnist", 1)[1].split("fashion-mnist")[0]
+    assert result.output.count("(DPAUDIT_DATA)") >= 2
+
+
+@pytest.mark.parametrize("fmt", ["png", "npz"])
+@pytest.mark.parametrize("role", ["members", "holdout", "test"])
+def test_export_round_trip_digits(tmp_path, fmt, role):
+    result = run("export", "digits", "--split", role, "--out", str(tmp_path / "out"), "--format", fmt, "--seed", "2")
+    assert result.exit_code == 0, result.output
+    reference = load_split("digits", seed=2)
+    expected = getattr(reference, role)
+    back = load_images(tmp_path / "out")
+    assert np.array_equal(to_uint8(back.x).numpy(), to_uint8(expected.x).numpy())
+    assert np.array_equal(back.y.numpy(), expected.y.numpy())
+    split = json.loads((tmp_path / "out" / "split.json").read_text())
+    assert split["split_id"] == reference.split_id and split["count"] == len(expected)
+
+
+@pytest.mark.mnist
+def test_export_round_trip_mnist_members(tmp_path, mnist):
+    result = run("export", "mnist", "--split", "members", "--out", str(tmp_path / "m"), "--format", "npz")
+    assert result.exit_code == 0, result.output
+    back = load_images(tmp_path / "m")
+    assert back.fingerprint() == mnist.members.fingerprint()
+    assert json.loads((tmp_path / "m" / "split.json").read_text())["split_id"] == mnist.split_id
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["export", "nope", "--split", "test", "--out", "x"], "unknown dataset 'nope'"),
+        (["export", "digits", "--split", "train", "--out", "x"], "Invalid value for '--split'"),
+        (["export", "digits", "--split", "test"], "Missing option '--out'"),
+    ],
+)
+def test_user_mistakes_exit_2_without_traceback(args, match):
+    result = run(*args)
+    assert result.exit_code == 2
+    assert match in result.output
+    assert "Traceback" not in result.output
+
+
+def test_export_refuses_non_empty_folder(tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    result = run("export", "digits", "--split", "test", "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"Error: {tmp_path}: the folder is not empty; choose a new --out."]
