@@ -44,6 +44,16 @@ def dpsgd_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta
     return float(acc.get_epsilon(delta=delta))
 
 
+def composed_epsilon(history: list[tuple[float, float, int]], delta: float, accountant: str = "rdp") -> float:
+    """Epsilon of a composition of Gaussian releases, one (noise multiplier, sampling rate, steps)
+    entry each, from opacus' accountant. A full-batch Gaussian release is (sigma, 1.0, 1)."""
+    if any(sigma == 0 for sigma, _, _ in history):
+        return math.inf
+    acc = make_accountant(accountant)
+    acc.history = [tuple(h) for h in history]
+    return float(acc.get_epsilon(delta=delta))
+
+
 def dpsgd_noise(budget: PrivacyBudget, sample_rate: float, steps: int, accountant: str = "rdp") -> float:
     """The smallest noise multiplier that meets `budget` for `steps` steps (opacus' search)."""
     from opacus.accountants.utils import get_noise_multiplier
@@ -55,6 +65,6 @@ def dpsgd_noise(budget: PrivacyBudget, sample_rate: float, steps: int, accountan
             sample_rate=sample_rate,
             steps=steps,
             accountant=accountant,
-            epsilon_tolerance=0.005,
+            epsilon_tolerance=min(0.005, 0.005 * budget.epsilon),  # within 0.5% even for small epsilon
         )
     )
