@@ -89,6 +89,96 @@ def export(dataset, role, out, fmt, seed, data_root, download):
     click.echo(f"wrote {len(images)} {dataset} {role} images to {written} (split {reference.split_id})")
 
 
+def load_reference(dataset, members, holdout, test, split_seed, manifest, data_root, download):
+    """The reference of `evaluate`/`compare`: a built-in dataset's split (by default the one the
+    manifest names, else seed 0) or the user's own members/holdout/test."""
+    from dpaudit.datasets import load_split, load_split_by_id, reference_from_folders
+
+    own = (members, holdout, test)
+    if dataset and any(own):
+        raise DpauditError("give either --dataset or --members/--holdout/--test, not both.")
+    if not dataset:
+        if not all(own):
+            raise DpauditError("give --dataset NAME, or all three of --members, --holdout and --test.")
+        return reference_from_folders(members, holdout, test)
+    claimed = manifest.split_id if manifest else None
+    if split_seed is None and claimed and claimed.split(":")[0] == dataset:
+        return load_split_by_id(claimed, data_root, download)
+    return load_split(dataset, split_seed or 0, data_root=data_root, download=download)
+
+
+def reference_options(command):
+    """The options that name the real data an audit compares against."""
+    options = [
+        click.option("--dataset", help="Built-in dataset the synthetic set imitates (see `dpaudit datasets`)."),
+        click.option("--members", type=click.Path(exists=True), help="Your own member images (what the generator trained on)."),
+        click.option("--holdout", type=click.Path(exists=True), help="Your own holdout images (never seen by the generator)."),
+        click.option("--test", type=click.Path(exists=True), help="Your own test images (for utility only)."),
+        click.option("--split-seed", type=int, help="Seed of the built-in split (default: the manifest's split, else 0)."),
+        data_root_option,
+        download_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def audit_options(command):
+    """The options shared by every command that runs an audit."""
+    from dpaudit.audit.context import PROFILE_NAMES
+
+    options = [
+        click.option("--profile", type=click.Choice(PROFILE_NAMES), default="quick", show_default=True,
+                     help="Budgets: quick (CI-sized), standard, paper (published protocols)."),
+        click.option("--checks", help="Comma-separated checks to run (default: all)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice of the audit."),
+        click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True),
+        click.option("--features", "features", help="Feature extractor: default LeNet, or inception:PATH_TO_WEIGHTS."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def run_audit(synthetic_path, reference_args, profile, checks, seed, device, features):
+    """Read a synthetic set and its manifest, load the reference, and evaluate."""
+    from dpaudit.audit.pipeline import evaluate
+    from dpaudit.images import load_images
+    from dpaudit.manifest import read_manifest
+
+    manifest = read_manifest(synthetic_path)
+    reference = load_reference(**reference_args, manifest=manifest)
+    synthetic = load_images(synthetic_path, name=Path(synthetic_path).name, num_classes=reference.members.num_classes)
+    check_list = [c.strip() for c in checks.split(",") if c.strip()] if checks else None
+    return evaluate(
+        synthetic, reference, profile=profile, checks=check_list, seed=seed, device=device,
+        manifest=manifest, extractor=features,
+    )
+
+
+@cli.command()
+@click.option("--synthetic", type=click.Path(exists=True), required=True, help="Folder (or .npz) of synthetic images.")
+@reference_options
+@audit_options
+@click.option("--out", type=click.Path(file_okay=False), default="dpaudit-out", show_default=True,
+              help="Folder for result.json and report.html.")
+@click.option("--no-report", is_flag=True, help="Write result.json only.")
+def evaluate(synthetic, dataset, members, holdout, test, split_seed, data_root, download,
+             profile, checks, seed, device, features, out, no_report):
+    """Score a synthetic set for fidelity, utility and leakage against the real data."""
+    reference_args = dict(dataset=dataset, members=members, holdout=holdout, test=test,
+                          split_seed=split_seed, data_root=data_root, download=download)
+    result = run_audit(synthetic, reference_args, profile, checks, seed, device, features)
+    out = Path(out)
+    click.echo(f"wrote {result.save(out / 'result.json')}")
+    if not no_report:
+        from dpaudit.reports.html import write_report
+
+        click.echo(f"wrote {write_report(result, out / 'report.html')}")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="dpaudit")

@@ -291,3 +291,21 @@ def available(data_root: str | Path | None = None) -> list[dict]:
         )
     return rows
 
+
+
+def load_split_by_id(sid: str, data_root: str | Path | None = None, download: bool = False) -> Reference:
+    """Rebuild the split named by a split id (e.g. from a manifest) and check its fingerprint."""
+    try:
+        name, seed, members, holdout, _ = sid.split(":")
+        reference = load_split(
+            name, int(seed[1:]), n_members=int(members[1:]), n_holdout=int(holdout[1:]),
+            data_root=data_root, download=download,
+        )
+    except ValueError:
+        raise DpauditError(f"split id {sid!r} is not of the form dataset:s<seed>:m<members>:h<holdout>:<hash>.") from None
+    if reference.split_id != sid:
+        raise DpauditError(
+            f"split id {sid!r} does not match the split rebuilt from it ({reference.split_id}); "
+            "it was made by another dpaudit version or by hand."
+        )
+    return reference

@@ -10,6 +10,7 @@ from dpaudit.datasets import (
     available,
     load_official,
     load_split,
+    load_split_by_id,
     locate,
     reference_from_folders,
     split_id,
@@ -109,3 +110,13 @@ def test_reference_from_folders_needs_labels(tmp_path, digits):
     save_images(unlabeled, tmp_path / "test")
     with pytest.raises(DpauditError, match="test: the reference sets need labels"):
         reference_from_folders(tmp_path / "members", tmp_path / "holdout", tmp_path / "test")
+
+
+def test_split_rebuilt_from_its_id():
+    reference = load_split("digits", seed=5, n_members=700, n_holdout=300)
+    again = load_split_by_id(reference.split_id)
+    assert again.members.fingerprint() == reference.members.fingerprint()
+    with pytest.raises(DpauditError, match="does not match"):
+        load_split_by_id(reference.split_id[:-4] + "0000")
+    with pytest.raises(DpauditError, match="is not of the form"):
+        load_split_by_id("digits:five")

@@ -1,0 +1,152 @@
+"""evaluate(): validate the inputs, run the checks in order, return one AuditResult.
+
+The checks are a plain registry (CHECKS) of functions `run(ctx) -> CheckResult`; adding a
+check is one module and one line here. Everything is validated before the long work starts.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dpaudit import __version__
+from dpaudit.audit import fidelity, membership_check, reconstruction_checks, similarity, utility
+from dpaudit.audit.context import AuditContext
+from dpaudit.audit.features import load_extractor
+from dpaudit.audit.result import AuditResult, CheckResult, encode_png
+from dpaudit.datasets import Reference
+from dpaudit.errors import DpauditError
+from dpaudit.images import ImageSet, to_uint8
+from dpaudit.manifest import Manifest, library_versions
+from dpaudit.nets import resolve_device
+
+CHECKS: dict[str, Callable[[AuditContext], CheckResult]] = {
+    "fidelity": fidelity.run,
+    "utility": utility.run,
+    "similarity": similarity.run,
+    "membership": membership_check.run,
+    "gradient_matching": reconstruction_checks.run_gradient_matching,
+    "gan_attack": reconstruction_checks.run_gan_attack,
+    "memorization": reconstruction_checks.run_memorization,
+}
+# Checks that train on the synthetic labels; skipped with a warning for an unlabelled set.
+NEEDS_LABELS = {"utility", "gradient_matching", "gan_attack", "memorization"}
+SAMPLE_GRID_SIZE = 8
+
+
+def validate(synthetic: ImageSet, reference: Reference, checks: list[str]) -> None:
+    """Refuse inputs that cannot be audited, before any long work, with one clear sentence."""
+    unknown = [c for c in checks if c not in CHECKS]
+    if unknown:
+        raise DpauditError(f"unknown check {unknown[0]!r}; available checks are {', '.join(CHECKS)}.")
+    if len(synthetic) == 0:
+        raise DpauditError(f"{synthetic.source}: the synthetic set is empty.")
+    if synthetic.shape != reference.members.shape:
+        raise DpauditError(
+            f"{synthetic.source}: synthetic images are {_shape(synthetic.shape)} but the real images are "
+            f"{_shape(reference.members.shape)}; resize them to match."
+        )
+    classes = reference.members.num_classes
+    if synthetic.y is not None and int(synthetic.y.max()) >= classes:
+        raise DpauditError(
+            f"{synthetic.source}: label {int(synthetic.y.max())} is outside the reference's classes 0..{classes - 1}."
+        )
+
+
+def _shape(shape: tuple[int, int, int]) -> str:
+    c, h, w = shape
+    return f"{w}x{h} with {c} channel{'s' if c > 1 else ''}"
+
+
+def _manifest_warnings(manifest: Manifest | None, reference: Reference) -> list[str]:
+    if manifest is None:
+        return ["The synthetic set has no manifest.json: the claimed epsilon and the training split are unknown."]
+    warnings = []
+    if manifest.missing:
+        warnings.append(f"manifest.json lacks {', '.join(manifest.missing)}.")
+    if manifest.split_id and manifest.split_id != reference.split_id:
+        warnings.append(
+            f"The manifest says the generator trained on split {manifest.split_id}, but the audit uses "
+            f"{reference.split_id}: membership results do not measure the generator's real members."
+        )
+    return warnings
+
+
+def sample_grid(images: ImageSet, per_row: int = SAMPLE_GRID_SIZE, seed: int = 0) -> np.ndarray:
+    """A uint8 grid of up to per_row x per_row images: one row per class where labelled."""
+    generator = torch.Generator().manual_seed(seed)
+    if images.y is not None:
+        rows = []
+        for label in torch.unique(images.y)[:per_row].tolist():
+            idx = torch.nonzero(images.y == label).flatten()
+            rows.append(idx[torch.randperm(len(idx), generator=generator)[:per_row]])
+    else:
+        idx = torch.randperm(len(images), generator=generator)[: per_row * per_row]
+        rows = list(idx.split(per_row))
+    c, h, w = images.shape
+    grid = torch.ones(len(rows) * (h + 1) + 1, per_row * (w + 1) + 1, c)
+    for r, row in enumerate(rows):
+        for k, i in enumerate(row.tolist()):
+            grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = images.x[i].permute(1, 2, 0)
+    return to_uint8(grid).numpy()
+
+
+def evaluate(
+    synthetic: ImageSet,
+    reference: Reference,
+    *,
+    profile: str = "quick",
+    checks: list[str] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    manifest: Manifest | None = None,
+    extractor=None,
+    progress: bool = True,
+) -> AuditResult:
+    """Audit `synthetic` against `reference` and return the AuditResult.
+
+    `checks` defaults to every registered check; `extractor` is None (the shipped LeNet for a
+    built-in dataset, one trained on the members otherwise), "inception:PATH", or an nn.Module.
+    """
+    checks = list(CHECKS) if checks is None else list(checks)
+    validate(synthetic, reference, checks)
+    ctx = AuditContext(synthetic, reference, profile, seed, resolve_device(device), manifest)
+    ctx.warnings.extend(_manifest_warnings(manifest, reference))
+    if synthetic.y is None:
+        skipped = [c for c in checks if c in NEEDS_LABELS]
+        if skipped:
+            ctx.warn(f"The synthetic set has no labels, so {', '.join(skipped)} did not run.")
+        checks = [c for c in checks if c not in NEEDS_LABELS]
+    feature_extractor = load_extractor(reference, extractor, ctx.device)
+    ctx.extractor = feature_extractor
+
+    results = {}
+    bar = tqdm(checks, desc="dpaudit", disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        start = time.perf_counter()
+        check = CHECKS[name](ctx)
+        check.seconds = round(time.perf_counter() - start, 3)
+        results[name] = check
+
+    synthetic_summary = synthetic.to_dict()
+    synthetic_summary["samples_png"] = encode_png(sample_grid(synthetic, seed=seed))
+    return AuditResult(
+        synthetic=synthetic_summary,
+        reference=reference.to_dict(),
+        feature_extractor=feature_extractor.describe(),
+        seed=seed,
+        profile=profile,
+        checks=results,
+        manifest=None if manifest is None else manifest.to_dict(),
+        manifest_missing=[] if manifest is None else manifest.missing,
+        warnings=ctx.warnings,
+        versions=library_versions(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        dpaudit_version=__version__,
+    )
