@@ -1,0 +1,77 @@
+"""Time `evaluate` on 10,000 synthetic images against MNIST (50,000 members), stage by stage,
+and the nearest-neighbour search against the machine's float32 matrix-multiply throughput.
+
+    DPAUDIT_DATA=../shared/data python benchmarks/bench_evaluate.py [--profiles quick standard]
+
+Prints a Markdown table for benchmarks/RESULTS.md. The "synthetic" set is 10,000 real MNIST
+training images from outside the split (the hardest case for nothing: a perfect generator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+
+from dpaudit.audit.pipeline import evaluate
+from dpaudit.audit.similarity import nearest_neighbors
+from dpaudit.datasets import load_official, load_split, split_indices
+
+
+def matmul_gflops(n: int, m: int, d: int, repeats: int = 3) -> float:
+    """Best-of-`repeats` float32 throughput of an (n x d) @ (d x m) product, in GFLOP/s."""
+    a, b = torch.rand(n, d), torch.rand(d, m)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n * m * d / best / 1e9
+
+
+def nn_gflops(n: int, m: int, d: int, repeats: int = 3) -> float:
+    """The same count of multiply-adds, done by dpaudit's exact blocked nearest-neighbour search."""
+    a, b = torch.rand(n, d), torch.rand(m, d)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        nearest_neighbors(a, b, k=1)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n * m * d / best / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profiles", nargs="+", default=["quick", "standard"])
+    parser.add_argument("--synthetic", type=int, default=10_000)
+    args = parser.parse_args()
+
+    reference = load_split("mnist")
+    train, _ = load_official("mnist")
+    members_idx, holdout_idx = split_indices(len(train), 50_000, 10_000, seed=0)
+    outside = sorted(set(range(len(train))) - set(members_idx) - set(holdout_idx))
+    synthetic = train.subset(outside[: args.synthetic], "mnist-outside-split")
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    mm = matmul_gflops(10_000, 50_000, 784)
+    nn = nn_gflops(10_000, 50_000, 784)
+    print(f"\n| float32 matmul 10k x 50k x 784 | nearest-neighbour search, same size | share |")
+    print(f"|---|---|---|\n| {mm:.1f} GFLOP/s | {nn:.1f} GFLOP/s | {nn / mm:.0%} |")
+
+    for profile in args.profiles:
+        start = time.perf_counter()
+        result = evaluate(synthetic, reference, profile=profile, seed=0)
+        total = time.perf_counter() - start
+        print(f"\nprofile {profile}: {total:.1f} s in all")
+        print("| stage | seconds |\n|---|---|")
+        for name, check in result.checks.items():
+            print(f"| {name} | {check.seconds:.1f} |")
+        print(f"| features, loading, report data (rest) | {total - sum(c.seconds for c in result.checks.values()):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
