@@ -1,0 +1,187 @@
+"""What every membership-inference attack shares: the draw of targets and the AttackResult.
+
+An attack scores a balanced, randomly drawn set of targets: members (images the generator
+was trained on) and non-members (holdout images it never saw). A higher score means "more
+likely a member". The holdout is split in two: non-member targets, and a disjoint
+*reference* set of real images that calibrated attacks may use as the attacker's own data.
+
+`AttackResult.from_scores` turns scores into the ROC (sklearn), the AUC with a DeLong
+confidence interval, TPR at fixed FPRs, the advantage and the empirical epsilon bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import stats
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from dpaudit.attacks.epsilon import EpsilonBound, one_run_epsilon_bound, split_threshold_epsilon
+
+# Metric-key suffix -> false-positive rate at which the TPR is reported.
+FPR_LEVELS = {"10pct": 0.1, "1pct": 0.01, "0p1pct": 0.001}
+# Two-sided confidence of the AUC interval.
+AUC_CONFIDENCE = 0.95
+# ROC curves longer than this are stored interpolated on a fixed FPR grid.
+MAX_ROC_POINTS = 256
+
+
+@dataclass
+class TargetSplit:
+    """Indices of the member targets (into the members), the non-member targets and the
+    reference set (both into the holdout, disjoint). Targets are ordered members first."""
+
+    member_idx: torch.Tensor
+    nonmember_idx: torch.Tensor
+    reference_idx: torch.Tensor
+
+    @property
+    def labels(self) -> np.ndarray:
+        """1 for a member target, 0 for a non-member, in target order."""
+        return np.r_[np.ones(len(self.member_idx), dtype=int), np.zeros(len(self.nonmember_idx), dtype=int)]
+
+    def targets(self, members: torch.Tensor, holdout: torch.Tensor) -> torch.Tensor:
+        """The target rows of `members` and `holdout` (images, features or labels), members first."""
+        return torch.cat([members[self.member_idx], holdout[self.nonmember_idx]])
+
+    def reference(self, holdout: torch.Tensor) -> torch.Tensor:
+        return holdout[self.reference_idx]
+
+    def to_dict(self) -> dict:
+        return {"members": len(self.member_idx), "nonmembers": len(self.nonmember_idx), "reference": len(self.reference_idx)}
+
+
+def draw_targets(n_members: int, n_holdout: int, *, per_side: int, reference: int, seed: int) -> TargetSplit:
+    """A seeded balanced draw: min(per_side, n_members, n_holdout // 2) targets on each side;
+    the rest of the holdout (at most `reference` images) becomes the reference set."""
+    side = min(per_side, n_members, n_holdout // 2)
+    if side < 1:
+        raise ValueError("membership inference needs at least one member and two holdout images")
+    generator = torch.Generator().manual_seed(seed)
+    members = torch.randperm(n_members, generator=generator)[:side]
+    holdout = torch.randperm(n_holdout, generator=generator)
+    n_reference = min(reference, n_holdout - side)
+    return TargetSplit(members.sort().values, holdout[:side].sort().values, holdout[side : side + n_reference].sort().values)
+
+
+def delong_auc(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """AUC and its DeLong standard error. sklearn has no AUC interval; this is DeLong et al.
+    (1988) computed from midranks (Sun and Xu 2014), O(n log n)."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    m, n = len(pos), len(neg)
+    ranks_all = stats.rankdata(np.r_[pos, neg])
+    # Structural components: V10[i] = share of negatives below positive i (ties count 1/2), ...
+    v10 = (ranks_all[:m] - stats.rankdata(pos)) / n
+    v01 = 1 - (ranks_all[m:] - stats.rankdata(neg)) / m
+    auc = float(v10.mean())
+    var = (v10.var(ddof=1) if m > 1 else 0.0) / m + (v01.var(ddof=1) if n > 1 else 0.0) / n
+    return auc, math.sqrt(var)
+
+
+def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, level: float) -> float:
+    """TPR where the ROC curve (points in curve order) crosses FPR = level, interpolating
+    linearly between the last point at or below the level and the next one."""
+    j = int(np.searchsorted(fpr, level, side="right")) - 1
+    if j + 1 >= len(fpr) or fpr[j] == level:
+        return float(tpr[j])
+    w = (level - fpr[j]) / (fpr[j + 1] - fpr[j])
+    return float(tpr[j] + w * (tpr[j + 1] - tpr[j]))
+
+
+def _compact_roc(fpr: np.ndarray, tpr: np.ndarray, n_neg: int) -> dict:
+    """The ROC for JSON: exact when short, else interpolated on a log + linear FPR grid."""
+    if len(fpr) > MAX_ROC_POINTS:
+        grid = np.unique(np.r_[0.0, np.logspace(math.log10(1 / max(n_neg, 1)), 0, 128), np.linspace(0, 1, 65)])
+        fpr, tpr = grid, np.array([tpr_at_fpr(fpr, tpr, g) for g in grid])
+    return {"fpr": [round(float(v), 6) for v in fpr], "tpr": [round(float(v), 6) for v in tpr]}
+
+
+
+@dataclass
+class AttackResult:
+    """The outcome of one attack on its targets. Scores: higher = more likely a member."""
+
+    name: str
+    scores: np.ndarray
+    labels: np.ndarray
+    fpr: np.ndarray
+    tpr: np.ndarray
+    auc: float
+    auc_ci: tuple[float, float]
+    tpr_at: dict[str, float]
+    advantage: float
+    epsilon: dict[str, EpsilonBound]
+    details: dict = field(default_factory=dict)
+
+    @property
+    def n_members(self) -> int:
+        return int(self.labels.sum())
+
+    @property
+    def n_nonmembers(self) -> int:
+        return int(len(self.labels) - self.labels.sum())
+
+    @property
+    def epsilon_lower_bound(self) -> float:
+        """The larger of the attack's epsilon lower bounds."""
+        return max(bound.value for bound in self.epsilon.values())
+
+    @classmethod
+    def from_scores(
+        cls,
+        name: str,
+        scores,
+        labels,
+        *,
+        delta: float,
+        alpha: float = 0.05,
+        seed: int = 0,
+        details: dict | None = None,
+    ) -> "AttackResult":
+        """Evaluate scores against labels. The AUC interval is DeLong's at AUC_CONFIDENCE; each
+        of the two epsilon bounds holds with probability 1 - alpha (to report the largest of
+        several bounds at confidence 1 - a, pass alpha = a / number of bounds)."""
+        # A score that could not be computed counts as "least likely a member"; sklearn needs finite values.
+        scores = np.nan_to_num(np.asarray(scores, dtype=float), nan=-1e300, posinf=1e300, neginf=-1e300)
+        labels = np.asarray(labels, dtype=int)
+        if labels.min() == labels.max():
+            raise ValueError("an attack needs both member and non-member targets")
+        fpr, tpr, _ = roc_curve(labels, scores)
+        auc, se = delong_auc(scores, labels)
+        z = stats.norm.ppf((1 + AUC_CONFIDENCE) / 2)
+        return cls(
+            name=name,
+            scores=scores,
+            labels=labels,
+            fpr=fpr,
+            tpr=tpr,
+            auc=float(roc_auc_score(labels, scores)),
+            auc_ci=(max(0.0, auc - z * se), min(1.0, auc + z * se)),
+            tpr_at={key: tpr_at_fpr(fpr, tpr, level) for key, level in FPR_LEVELS.items()},
+            advantage=float(np.max(tpr - fpr)),
+            epsilon={
+                "clopper_pearson": split_threshold_epsilon(scores, labels, delta=delta, alpha=alpha, seed=seed),
+                "one_run": one_run_epsilon_bound(scores, labels, delta=delta, alpha=alpha, seed=seed),
+            },
+            details=dict(details or {}),
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (the ROC compacted; scores left out)."""
+        n_neg = self.n_nonmembers
+        return {
+            "auc": self.auc,
+            "auc_ci": list(self.auc_ci),
+            "advantage": self.advantage,
+            **{f"tpr_at_fpr_{key}": value for key, value in self.tpr_at.items()},
+            # A TPR at FPR x is only resolved with at least 1/x non-member targets.
+            "tpr_at_fpr_resolved": {key: n_neg * level >= 1 for key, level in FPR_LEVELS.items()},
+            "epsilon_lower_bound": self.epsilon_lower_bound,
+            "epsilon": {key: bound.to_dict() for key, bound in self.epsilon.items()},
+            "n": {"members": self.n_members, "nonmembers": n_neg},
+            "roc": _compact_roc(self.fpr, self.tpr, n_neg),
+            **self.details,
+        }

@@ -1,0 +1,160 @@
+"""Empirical epsilon lower bounds from membership-inference outcomes.
+
+Two bounds, both lower bounds on the epsilon of the mechanism that turned the members into
+the released artefact, holding with probability >= 1 - alpha:
+
+- `split_threshold_epsilon`: the hypothesis-testing bound. Any (eps, delta)-DP mechanism
+  satisfies FPR + e^eps FNR >= 1 - delta and FNR + e^eps FPR >= 1 - delta for every test, so
+  eps >= max(log((1 - delta - FNR) / FPR), log((1 - delta - FPR) / FNR)). FPR and FNR are
+  replaced by one-sided Clopper-Pearson upper bounds (alpha/2 each); the threshold is chosen
+  on one half of the targets and the rates are counted on the other half, so choosing it adds
+  no bias. It treats the targets as independent trials, which with one training run is the
+  same premise the one-run analysis below proves for guess accuracy.
+- `one_run_epsilon_bound`: Steinke, Nasr, Jagielski (NeurIPS 2023), "Privacy auditing with one
+  (1) training run". m targets whose membership was decided at random; the auditor guesses IN
+  for its k+ highest scores and OUT for its k- lowest (r = k+ + k- guesses, v correct). For an
+  eps-DP mechanism P[v' >= v] <= P[Binomial(r, e^eps / (1 + e^eps)) >= v]; with delta the
+  paper's Algorithm adds 2 m delta max_{i=1..v} P[v - i <= Binomial(r, q) < v] / i. The bound
+  is the largest eps whose p-value is below the confidence level (bisection). The (k+, k-)
+  configurations come from a fixed grid and the confidence level is split over them
+  (Bonferroni), so picking the best one keeps the guarantee.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+# Fractions of one side's target count tried as k (guesses per side) by the one-run audit.
+ONE_RUN_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+@dataclass
+class EpsilonBound:
+    """A lower bound on epsilon at confidence `confidence`, with what it was computed from."""
+
+    method: str
+    value: float
+    confidence: float
+    delta: float
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "value": self.value, "confidence": self.confidence,
+                "delta": self.delta, **self.details}
+
+
+def clopper_pearson_upper(k, n, alpha: float):
+    """One-sided (1 - alpha) Clopper-Pearson upper bound on a rate with k successes in n trials."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore"):
+        upper = stats.beta.ppf(1 - alpha, k + 1, n - k)
+    return np.where(k >= n, 1.0, upper)
+
+
+def epsilon_from_rates(fpr, fnr, delta: float):
+    """max(log((1 - delta - FNR) / FPR), log((1 - delta - FPR) / FNR), 0), elementwise."""
+    fpr, fnr = np.asarray(fpr, dtype=float), np.asarray(fnr, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        first = np.log(np.clip(1 - delta - fnr, 0, None) / fpr)
+        second = np.log(np.clip(1 - delta - fpr, 0, None) / fnr)
+    bound = np.fmax(np.nan_to_num(first, nan=0.0, neginf=0.0), np.nan_to_num(second, nan=0.0, neginf=0.0))
+    return np.maximum(bound, 0.0)
+
+
+def counts_epsilon(fp, n_neg, fn, n_pos, delta: float, alpha: float):
+    """The Clopper-Pearson epsilon lower bound from false-positive and false-negative counts
+    (alpha split evenly between the two rates)."""
+    return epsilon_from_rates(
+        clopper_pearson_upper(fp, n_neg, alpha / 2), clopper_pearson_upper(fn, n_pos, alpha / 2), delta
+    )
+
+
+def _threshold_counts(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every distinct score t (rule: member iff score >= t): t, false positives, false negatives."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # last index of each run of equal scores
+    tp, fp = np.cumsum(y)[last], np.cumsum(1 - y)[last]
+    return s[last], fp, y.sum() - tp
+
+
+def split_threshold_epsilon(scores, labels, *, delta: float, alpha: float = 0.05, seed: int = 0) -> EpsilonBound:
+    """Clopper-Pearson (eps, delta) lower bound: threshold chosen on a random half of the targets
+    (stratified by label) to maximise the bound there, FPR/FNR counted on the other half."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)
+    rng = np.random.default_rng(seed)
+    choose = np.zeros(len(labels), dtype=bool)
+    for value in (0, 1):
+        idx = rng.permutation(np.flatnonzero(labels == value))
+        choose[idx[: len(idx) // 2]] = True
+    evaluate = ~choose
+    n_pos, n_neg = int(labels[evaluate].sum()), int((1 - labels[evaluate]).sum())
+    details = {"n_members": n_pos, "n_nonmembers": n_neg}
+    if n_pos == 0 or n_neg == 0 or not choose.any():
+        return EpsilonBound("clopper_pearson", 0.0, 1 - alpha, delta, details)
+    thresholds, fp, fn = _threshold_counts(scores[choose], labels[choose])
+    c_pos, c_neg = int(labels[choose].sum()), int((1 - labels[choose]).sum())
+    best = int(np.argmax(counts_epsilon(fp, c_neg, fn, c_pos, delta, alpha)))
+    # Midway to the next lower score: the same rule on this half, a margin for the other half.
+    threshold = thresholds[best] if best + 1 == len(thresholds) else (thresholds[best] + thresholds[best + 1]) / 2
+    predicted = scores[evaluate] >= threshold
+    fp_eval = int((predicted & (labels[evaluate] == 0)).sum())
+    fn_eval = int((~predicted & (labels[evaluate] == 1)).sum())
+    value = float(counts_epsilon(fp_eval, n_neg, fn_eval, n_pos, delta, alpha))
+    details.update(threshold=float(threshold), false_positives=fp_eval, false_negatives=fn_eval)
+    return EpsilonBound("clopper_pearson", value, 1 - alpha, delta, details)
+
+
+def one_run_p_value(m: int, r: int, v: int, eps: float, delta: float) -> float:
+    """P[at least v of r guesses correct] for an (eps, delta)-DP mechanism with m random
+    canaries (Steinke et al. 2023, Theorem 3.1 with the delta term of their Algorithm 2)."""
+    if v <= 0:
+        return 1.0
+    q = 1 / (1 + math.exp(-eps))  # the accuracy of eps-DP randomised response
+    tail = stats.binom.sf(v - 1, r, q)
+    if delta > 0:
+        # P[v - i <= Binomial(r, q) < v] / i for i = 1..v; the worst i enters the delta term.
+        window = np.cumsum(stats.binom.pmf(np.arange(v - 1, -1, -1), r, q)) / np.arange(1, v + 1)
+        tail += 2 * m * delta * float(window.max())
+    return min(float(tail), 1.0)
+
+
+def one_run_epsilon(m: int, r: int, v: int, *, delta: float, beta: float, tol: float = 1e-6) -> float:
+    """The largest eps that v correct of r guesses rejects at level beta (0 if none)."""
+    if one_run_p_value(m, r, v, 0.0, delta) >= beta:
+        return 0.0
+    low, high = 0.0, 1.0
+    while one_run_p_value(m, r, v, high, delta) < beta:
+        low, high = high, 2 * high
+        if high > 1e3:
+            return high
+    while high - low > tol:
+        mid = (low + high) / 2
+        low, high = (mid, high) if one_run_p_value(m, r, v, mid, delta) < beta else (low, mid)
+    return low
+
+
+def one_run_epsilon_bound(scores, labels, *, delta: float, alpha: float = 0.05, seed: int = 0) -> EpsilonBound:
+    """Steinke-Nasr-Jagielski one-run lower bound, best over a fixed grid of guess counts
+    (IN for the k highest scores, and either no OUT guesses or OUT for the k lowest)."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=int)
+    m = len(scores)
+    # Ties broken in a seeded random order: targets arrive sorted by label.
+    perm = np.random.default_rng(seed).permutation(m)
+    ranked = labels[perm][np.argsort(-scores[perm], kind="stable")]
+    side = max(min(int(labels.sum()), m - int(labels.sum())), 1)
+    ks = sorted({max(1, math.ceil(f * side)) for f in ONE_RUN_FRACTIONS})
+    configs = [(k, 0) for k in ks] + [(k, k) for k in ks if 2 * k <= m]
+    beta = alpha / len(configs)
+    best = {"value": 0.0, "k_in": 0, "k_out": 0, "guesses": 0, "correct": 0}
+    for k_in, k_out in configs:
+        correct = int(ranked[:k_in].sum()) + (int((1 - ranked[m - k_out :]).sum()) if k_out else 0)
+        value = one_run_epsilon(m, k_in + k_out, correct, delta=delta, beta=beta)
+        if value > best["value"]:
+            best = {"value": value, "k_in": k_in, "k_out": k_out, "guesses": k_in + k_out, "correct": correct}
+    value = best.pop("value")
+    return EpsilonBound("one_run", value, 1 - alpha, delta, {"canaries": m, "configurations": len(configs), **best})
