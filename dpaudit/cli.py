@@ -179,6 +179,72 @@ def evaluate(synthetic, dataset, members, holdout, test, split_seed, data_root, 
         click.echo(f"warning: {warning}", err=True)
 
 
+@cli.command()
+@click.argument("result_json", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="HTML file to write (default: RESULT_JSON with .html).")
+@click.option("--policy", type=click.Path(dir_okay=False), help="Gate policy (TOML) whose verdict heads the report.")
+def report(result_json, out, policy):
+    """Render the HTML report of a result.json again, from the JSON alone."""
+    from dpaudit.audit.gate import apply_policy, load_policy
+    from dpaudit.audit.result import load_result
+    from dpaudit.reports.html import write_report
+
+    result = load_result(result_json)
+    verdict = apply_policy(result, load_policy(policy)) if policy else None
+    click.echo(f"wrote {write_report(result, out or Path(result_json).with_suffix('.html'), verdict=verdict)}")
+
+
+@cli.command()
+@click.argument("result_json", type=click.Path(dir_okay=False))
+@click.option("--policy", type=click.Path(dir_okay=False), required=True, help="Policy file (TOML) of [[rule]] thresholds.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Also write the verdict as JUnit XML, one testcase per rule.")
+@click.pass_context
+def gate(ctx, result_json, policy, junit):
+    """Hold a result.json to a policy: exit 0 if every rule holds, 1 if one breaks, 2 on bad input.
+
+    See the README for the policy format (metric paths such as membership.auc, min/max bounds,
+    max_from = "manifest.epsilon" for "empirical epsilon within the claim").
+    """
+    from dpaudit.audit.gate import apply_policy, format_table, load_policy, write_junit
+    from dpaudit.audit.result import load_result
+
+    result = load_result(result_json)
+    verdict = apply_policy(result, load_policy(policy))
+    click.echo(format_table(verdict))
+    if junit:
+        click.echo(f"wrote {write_junit(verdict, junit, result_name=str(result_json))}")
+    ctx.exit(verdict.exit_code)
+
+
+@cli.command()
+@click.argument("results", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--synthetic", "synthetic_sets", multiple=True, type=click.Path(exists=True),
+              help="A synthetic set to audit first (repeat it; all against the one reference given).")
+@reference_options
+@audit_options
+@click.option("--out", type=click.Path(dir_okay=False), default="compare.html", show_default=True, help="HTML file to write.")
+def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed, data_root, download,
+            profile, checks, seed, device, features, out):
+    """Compare generators in one HTML page: results (RESULT.json ...) and/or synthetic sets (--synthetic DIR ...).
+
+    The results must share the reference data, split and feature extractor.
+    """
+    from dpaudit.audit.result import load_result
+    from dpaudit.reports.html import write_comparison
+
+    loaded = [load_result(path) for path in results]
+    sources = [str(path) for path in results]
+    if synthetic_sets:
+        reference_args = dict(dataset=dataset, members=members, holdout=holdout, test=test,
+                              split_seed=split_seed, data_root=data_root, download=download)
+        for path in synthetic_sets:
+            loaded.append(run_audit(path, reference_args, profile, checks, seed, device, features))
+            sources.append(str(path))
+    if len(loaded) < 2:
+        raise DpauditError("compare needs at least two results (RESULT.json files and/or --synthetic DIR).")
+    click.echo(f"wrote {write_comparison(loaded, out, sources=sources)}")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="dpaudit")
