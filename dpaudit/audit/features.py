@@ -1,0 +1,248 @@
+"""Feature extractors: images -> N x D features, the space where fidelity (FID, KID,
+precision / recall / density / coverage) and feature-based attacks are measured.
+
+`load_extractor(reference, spec)` picks one:
+
+- `None` or `"lenet"` (the offline default): the 84-dimensional penultimate layer of
+  `dpaudit.nets.LeNet`. For a built-in dataset's default split (seed 0) the network ships in
+  `dpaudit/weights/` and its sha256 is verified at load; for any other reference a LeNet is
+  trained on the members with the same recipe and cached under `<cache_dir>/features/`.
+- `"inception:/path/to/weights.pth"`: Inception-v3 pool features (2048 dimensions) through
+  torchmetrics / torch-fidelity, from weights the user supplies (nothing is downloaded).
+- an `nn.Module` (Python API): its outputs, flattened, are the features.
+
+Numbers from different extractors are not comparable; `describe()` names the extractor and
+the sha256 of its weights, and the result records it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dpaudit.datasets import Reference, cache_dir
+from dpaudit.errors import DpauditError
+from dpaudit.images import ImageSet, to_uint8
+from dpaudit.nets import LeNet, resolve_device, train_classifier
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_INDEX = WEIGHTS_DIR / "lenet.json"
+
+# How every LeNet feature net is trained, shipped or cached. Changing it changes the cache key.
+LENET_RECIPE = {"version": 1, "lr": 1e-3, "batch_size": 128, "seed": 0, "samples_seen": 500_000, "min_epochs": 10, "max_epochs": 100}
+
+
+def lenet_epochs(n_members: int) -> int:
+    """Epochs for a member set of this size: about `samples_seen` images in all, within [min, max]."""
+    epochs = math.ceil(LENET_RECIPE["samples_seen"] / max(n_members, 1))
+    return int(min(LENET_RECIPE["max_epochs"], max(LENET_RECIPE["min_epochs"], epochs)))
+
+
+def train_lenet(members: ImageSet, *, device: str | torch.device = "cpu", progress: str | None = None) -> LeNet:
+    """A LeNet classifier trained on the labelled `members` with LENET_RECIPE (deterministic on one machine)."""
+    if not members.has_labels:
+        raise DpauditError(f"{members.source or members.name}: the members need labels to train the LeNet feature net.")
+    torch.manual_seed(LENET_RECIPE["seed"])  # the initial weights
+    model = LeNet(members.shape[0], members.num_classes)
+    train_classifier(
+        model, members.x, members.y,
+        epochs=lenet_epochs(len(members)), seed=LENET_RECIPE["seed"], lr=LENET_RECIPE["lr"],
+        batch_size=LENET_RECIPE["batch_size"], device=device, progress=progress,
+    )
+    return model.cpu().eval()
+
+
+def file_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class _LeNetFeatures(nn.Module):
+    """The penultimate layer of a LeNet as a module of its own."""
+
+    def __init__(self, lenet: LeNet):
+        super().__init__()
+        self.lenet = lenet
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lenet.features(x)
+
+
+class FeatureExtractor:
+    """Callable `ImageSet -> Tensor` (N x dim, float32, CPU), batched, without gradients."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        name: str,
+        dim: int,
+        sha256: str,
+        device: torch.device,
+        batch_size: int = 512,
+        channels: tuple[int, ...] | None = None,
+        preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        info: dict | None = None,
+    ):
+        self.module = module.to(device).eval()
+        self.name, self.dim, self.sha256 = name, dim, sha256
+        self.device, self.batch_size = device, batch_size
+        self.channels, self.preprocess = channels, preprocess
+        self.info = info or {}
+
+    @torch.no_grad()
+    def __call__(self, images: ImageSet) -> torch.Tensor:
+        if self.channels is not None and images.shape[0] not in self.channels:
+            raise DpauditError(
+                f"{images.source or images.name}: {images.shape[0]}-channel images, but the feature "
+                f"extractor {self.name} takes {' or '.join(map(str, self.channels))}-channel images."
+            )
+        self.module.eval()
+        starts = range(0, len(images), self.batch_size)
+        out = []
+        for i in tqdm(starts, desc=f"features {images.name}", leave=False, disable=len(starts) < 20):
+            batch = images.x[i : i + self.batch_size]
+            if self.preprocess is not None:
+                batch = self.preprocess(batch)
+            out.append(self.module(batch.to(self.device)).reshape(len(batch), -1).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.dim)
+
+    def describe(self) -> dict:
+        """What the result records: name, dim, sha256 of the weights, and where they came from."""
+        return {"name": self.name, "dim": self.dim, "sha256": self.sha256, **self.info}
+
+
+def load_extractor(reference: Reference, spec: str | nn.Module | None = None, device: str | torch.device = "cpu") -> FeatureExtractor:
+    """The feature extractor for `reference`: `None`/`"lenet"`, `"inception:PATH"` or an `nn.Module`."""
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    if isinstance(spec, nn.Module):
+        return _module_extractor(spec, reference, device)
+    if spec is None or spec == "lenet":
+        return _lenet_extractor(reference, device)
+    if isinstance(spec, str) and spec.startswith("inception:"):
+        return _inception_extractor(Path(spec[len("inception:") :]).expanduser(), device)
+    raise DpauditError(
+        f"unknown feature extractor {spec!r}; use 'lenet', 'inception:/path/to/weights.pth' or pass an nn.Module."
+    )
+
+
+# ---------------------------------------------------------------- LeNet
+
+
+def shipped_index() -> dict:
+    """The shipped LeNet weights, per dataset: file, sha256, split_id, accuracies, recipe."""
+    return json.loads(WEIGHTS_INDEX.read_text())["weights"]
+
+
+def _lenet_extractor(reference: Reference, device: torch.device) -> FeatureExtractor:
+    entry = shipped_index().get(reference.dataset or "")
+    if entry is not None and entry["split_id"] == reference.split_id:
+        model, sha = _load_shipped(entry)
+        name = f"lenet-{reference.dataset}"
+        info = {"source": "shipped", "trained_on": entry["split_id"], "test_accuracy": entry["test_accuracy"]}
+    else:
+        model, sha, path = _cached_lenet(reference.members, device)
+        name = f"lenet-{reference.dataset or 'custom'}-{sha[:8]}"
+        info = {"source": "trained on the members", "trained_on": reference.split_id, "path": str(path)}
+    return FeatureExtractor(
+        _LeNetFeatures(model), name=name, dim=LeNet.feature_dim, sha256=sha, device=device,
+        channels=(model.body[0].in_channels,), info=info,
+    )
+
+
+def _state_dict_from_bytes(data: bytes, path: Path) -> dict:
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... on a bad file
+        raise DpauditError(f"{path}: not a readable weights file ({e}).") from None
+
+
+def _load_shipped(entry: dict) -> tuple[LeNet, str]:
+    path = WEIGHTS_DIR / entry["file"]
+    data = path.read_bytes()
+    sha = file_sha256(data)
+    if sha != entry["sha256"]:
+        raise DpauditError(
+            f"{path}: sha256 {sha[:12]}... differs from the recorded {entry['sha256'][:12]}...; the shipped "
+            "LeNet weights were modified (reinstall dpaudit or rerun scripts/train_feature_nets.py)."
+        )
+    model = LeNet(entry["in_channels"], entry["num_classes"])
+    model.load_state_dict(_state_dict_from_bytes(data, path))
+    return model.eval(), sha
+
+
+def _cached_lenet(members: ImageSet, device: torch.device) -> tuple[LeNet, str, Path]:
+    """A LeNet trained on `members`, from the cache when this member set was seen before."""
+    key = hashlib.sha256(f"{json.dumps(LENET_RECIPE, sort_keys=True)}|{members.fingerprint()}".encode()).hexdigest()
+    path = cache_dir() / "features" / f"lenet-{key[:32]}.pt"
+    if path.is_file():
+        data = path.read_bytes()
+        try:
+            model = LeNet(members.shape[0], members.num_classes)
+            model.load_state_dict(_state_dict_from_bytes(data, path))
+            return model.eval(), file_sha256(data), path
+        except (DpauditError, RuntimeError):
+            pass  # a corrupt or stale cache entry: train again and overwrite it
+    model = train_lenet(members, device=device, progress="training the LeNet feature net on the members")
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    data = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    return model, file_sha256(data), path
+
+
+# ---------------------------------------------------------------- Inception-v3
+
+
+def _inception_extractor(path: Path, device: torch.device) -> FeatureExtractor:
+    if not path.is_file():
+        raise DpauditError(f"{path}: Inception-v3 weights file not found (spec 'inception:PATH').")
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        net = NoTrainInceptionV3("inception-v3-compat", ["2048"], str(path))
+    except ModuleNotFoundError:
+        raise DpauditError("Inception-v3 features need torch-fidelity: pip install torch-fidelity.") from None
+    except Exception as e:  # a wrong or corrupt file surfaces as RuntimeError, UnpicklingError, KeyError, ...
+        raise DpauditError(f"{path}: cannot load Inception-v3 weights ({e}).") from None
+    sha = file_sha256(path.read_bytes())
+    return FeatureExtractor(
+        net, name="inception-v3", dim=2048, sha256=sha, device=device, batch_size=64,
+        channels=(1, 3), preprocess=_inception_input, info={"source": "file", "path": str(path)},
+    )
+
+
+def _inception_input(x: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB, as torch-fidelity's Inception expects (grey images repeated on three channels)."""
+    return to_uint8(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
+
+
+# ---------------------------------------------------------------- any nn.Module
+
+
+def _module_extractor(module: nn.Module, reference: Reference, device: torch.device) -> FeatureExtractor:
+    h = hashlib.sha256()
+    for key, tensor in module.state_dict().items():
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    module = module.to(device).eval()
+    sample = reference.members.x[:2]
+    with torch.no_grad():
+        dim = module(sample.to(device)).reshape(len(sample), -1).shape[1]
+    return FeatureExtractor(
+        module, name=f"module-{type(module).__name__}", dim=dim, sha256=h.hexdigest(), device=device,
+        batch_size=256, info={"source": "nn.Module"},
+    )

@@ -1,0 +1,223 @@
+"""Fidelity: does the synthetic set look like the real members, in a feature space?
+
+All metrics compare the synthetic set with the real members in the space of the audit's
+feature extractor (ctx.extractor; the LeNet by default), so values from different extractors
+must not be compared. Each metric carries a baseline: the same metric for holdout images
+(real, unseen) against the members, i.e. what a perfect generator would score.
+
+- FID (Heusel et al. 2017), torchmetrics, statistics in float64: Frechet distance between
+  Gaussians fitted to the two feature sets. 0 = same mean and covariance; lower is better.
+- KID (Binkowski et al. 2018), torchmetrics' polynomial-kernel MMD: unbiased squared MMD with
+  the cubic kernel (x.y / d + 1)^3, averaged over random subsets; ci = mean +/- one std over
+  the subsets. About 0 for the same distribution (can be slightly negative); lower is better.
+- precision, recall, density, coverage (Naeem et al. 2020, k = 5): k-NN balls around each
+  real (and each synthetic) feature vector; see METRIC_INFO for their meanings.
+
+Per class as well when both sets are labelled: details["per_class"][metric] = [value per class].
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import poly_mmd
+
+from dpaudit.audit.context import AuditContext
+from dpaudit.audit.result import CheckResult, Metric
+from dpaudit.audit.similarity import nearest_neighbors
+
+PROFILES: dict[str, dict] = {
+    # max_samples: images per side (a seeded random sample; None = all). kid_*: KID subsets.
+    "quick": {"max_samples": 5_000, "kid_subsets": 50, "kid_subset_size": 1_000, "k": 5},
+    "standard": {"max_samples": 10_000, "kid_subsets": 100, "kid_subset_size": 1_000, "k": 5},
+    "paper": {"max_samples": None, "kid_subsets": 100, "kid_subset_size": 1_000, "k": 5},
+}
+
+# metric -> (direction, range, meaning); `target` direction aims at 1.
+METRIC_INFO = {
+    "fid": ("lower", (0.0, math.inf),
+            "Frechet distance between Gaussians fitted to synthetic and real-member features "
+            "(0 = same mean and covariance)"),
+    "kid": ("lower", (-math.inf, math.inf),
+            "kernel (cubic polynomial) MMD^2 between synthetic and real-member features, unbiased, "
+            "about 0 for the same distribution; ci = +/- one std over subsets"),
+    "precision": ("higher", (0.0, 1.0),
+                  "share of synthetic images inside the real manifold (within the k-NN radius of some "
+                  "member): how realistic the samples are"),
+    "recall": ("higher", (0.0, 1.0),
+               "share of members inside the synthetic manifold (within the k-NN radius of some "
+               "synthetic image): how much of the real variety is reproduced"),
+    "density": ("target", (0.0, math.inf),
+                "average number of member k-NN balls holding a synthetic image, divided by k "
+                "(1 = as dense as real data; above 1 = samples crowd around common modes)"),
+    "coverage": ("higher", (0.0, 1.0),
+                 "share of members whose k-NN ball holds at least one synthetic image: the real "
+                 "modes the synthetic set covers"),
+}
+
+# Rows of the distance matrix computed at once (x 8 bytes per entry): about 128 MB.
+BLOCK_ENTRIES = 1 << 24
+
+
+class _Features(nn.Module):
+    """The identity: lets torchmetrics' FID take features that are already computed."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FID between two feature sets (N x D, M x D; N, M >= 2), through torchmetrics, in float64."""
+    metric = FrechetInceptionDistance(feature=_Features(real.shape[1]))
+    metric.update(real.double(), real=True)
+    metric.update(fake.double(), real=False)
+    return float(metric.compute().clamp_min(0))
+
+
+def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int, subset_size: int, seed: int) -> tuple[float, float]:
+    """KID (mean, std over `subsets` random subsets of `subset_size` per side; sizes >= 2).
+    torchmetrics' poly_mmd on subsets drawn here with a seeded generator: its
+    KernelInceptionDistance class draws them from the global RNG."""
+    size = min(subset_size, len(real), len(fake))
+    gen = torch.Generator().manual_seed(seed)
+    real, fake = real.double(), fake.double()
+    scores = torch.stack([
+        poly_mmd(real[torch.randperm(len(real), generator=gen)[:size]], fake[torch.randperm(len(fake), generator=gen)[:size]])
+        for _ in range(subsets)
+    ])
+    return float(scores.mean()), float(scores.std(unbiased=False))
+
+
+def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict[str, float]:
+    """Precision, recall, density and coverage (Naeem et al. 2020) with k-NN radii, strict `<` as
+    in the authors' `prdc` package. Hand-written (no installed library has it): radii from the
+    exact blocked k-NN search, then one blocked pass over the synthetic x real distance matrix."""
+    # k + 1 neighbours: the first is the point itself.
+    real_radius = nearest_neighbors(real, real, k=k + 1)[0][:, k].double()
+    fake_radius = nearest_neighbors(fake, fake, k=k + 1)[0][:, k].double()
+    center = real.double().mean(0)
+    r, f = real.double() - center, fake.double() - center  # centring: less cancellation below
+    r_sq = (r * r).sum(1)
+    in_real_balls = torch.zeros(len(f), dtype=torch.float64)  # per fake: member balls holding it
+    recalled = torch.zeros(len(r), dtype=torch.bool)  # per member: inside some fake ball
+    nearest_fake = torch.full((len(r),), math.inf, dtype=torch.float64)  # per member
+    rows = max(1, BLOCK_ENTRIES // max(len(r), 1))
+    for s in range(0, len(f), rows):
+        fb = f[s : s + rows]
+        d = torch.addmm(r_sq, fb, r.T, alpha=-2).add_((fb * fb).sum(1, keepdim=True)).clamp_min_(0)
+        in_real_balls[s : s + rows] = (d < real_radius).sum(1)
+        recalled |= (d < fake_radius[s : s + rows, None]).any(0)
+        nearest_fake = torch.minimum(nearest_fake, d.min(0).values)
+    return {
+        "precision": float((in_real_balls > 0).double().mean()),
+        "recall": float(recalled.double().mean()),
+        "density": float(in_real_balls.mean() / k),
+        "coverage": float((nearest_fake < real_radius).double().mean()),
+    }
+
+
+def compare(real: torch.Tensor, fake: torch.Tensor, settings: dict, seed: int) -> tuple[dict[str, float], float | None]:
+    """Every fidelity metric the sizes allow: {metric: value} and the KID std.
+    FID and KID need 2 samples per side, PRDC more than k."""
+    values, kid_std = {}, None
+    if min(len(real), len(fake)) >= 2:
+        values["fid"] = fid(real, fake)
+        values["kid"], kid_std = kid(real, fake, settings["kid_subsets"], settings["kid_subset_size"], seed)
+    if min(len(real), len(fake)) > settings["k"]:
+        values.update(prdc(real, fake, settings["k"]))
+    return values, kid_std
+
+
+def _sample(n: int, limit: int | None, seed: int, stream: int) -> torch.Tensor:
+    """Sorted indices of a seeded random sample of min(n, limit) out of n."""
+    if limit is None or n <= limit:
+        return torch.arange(n)
+    rng = np.random.default_rng([seed, stream])
+    return torch.from_numpy(np.sort(rng.choice(n, size=limit, replace=False)))
+
+
+def run(ctx: AuditContext) -> CheckResult:
+    """The fidelity check: FID, KID, precision, recall, density, coverage (overall and per class)."""
+    start = time.perf_counter()
+    settings = ctx.settings(PROFILES)
+    limit, k = settings["max_samples"], settings["k"]
+    synthetic, members, holdout = ctx.synthetic, ctx.reference.members, ctx.reference.holdout
+    pick_s = _sample(len(synthetic), limit, ctx.seed, 1)
+    pick_m = _sample(len(members), limit, ctx.seed, 2)
+    pick_h = _sample(len(holdout), len(pick_s), ctx.seed, 3)
+    f_syn = ctx.features("synthetic")[pick_s]
+    f_mem = ctx.features("members")[pick_m]
+    f_hold = ctx.features("holdout")[pick_h]
+    dim = f_syn.shape[1]
+
+    name = getattr(ctx.extractor, "name", "the feature extractor")
+    if min(len(f_syn), len(f_mem)) < dim:
+        ctx.warn(
+            f"fidelity: {min(len(f_syn), len(f_mem))} samples for {dim}-dimensional {name} features; "
+            "FID is biased upward and unreliable with fewer samples than feature dimensions."
+        )
+    values, kid_std = compare(f_mem, f_syn, settings, ctx.seed)
+    baseline, _ = compare(f_mem, f_hold, settings, ctx.seed)
+    missing = [metric for metric in METRIC_INFO if metric not in values]
+    if missing:
+        ctx.warn(f"fidelity: {', '.join(missing)} omitted: {len(f_syn)} synthetic and {len(f_mem)} member samples are too few.")
+
+    n = {"synthetic": len(f_syn), "members": len(f_mem)}
+    result = CheckResult("fidelity")
+    for metric, value in values.items():
+        direction, value_range, meaning = METRIC_INFO[metric]
+        result.metrics[metric] = Metric(
+            value, direction, f"{meaning}; {name} features",
+            range=value_range, baseline=baseline.get(metric), n=n,
+            ci=(value - kid_std, value + kid_std) if metric == "kid" else None,
+            target=1.0 if direction == "target" else None,
+        )
+    result.details = {
+        "extractor": name,
+        "real_set": "members",
+        "baseline_set": "holdout",
+        "n_baseline": len(f_hold),
+        "k": k,
+        "kid_std": kid_std,
+        "kid_subsets": settings["kid_subsets"],
+        "kid_subset_size": min(settings["kid_subset_size"], len(f_syn), len(f_mem)),
+    }
+    if synthetic.has_labels and members.has_labels:
+        result.details["per_class"], result.details["per_class_n"] = _per_class(
+            ctx, f_mem, members.y[pick_m], f_syn, synthetic.y[pick_s], settings, dim
+        )
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+def _per_class(ctx, f_mem, y_mem, f_syn, y_syn, settings, dim) -> tuple[dict[str, list], dict[str, list]]:
+    """{metric: [value per class]} (None where a class has too few samples on a side) and
+    {"synthetic": [count per class], "members": [...]}."""
+    num_classes = max(ctx.synthetic.num_classes or 0, ctx.reference.members.num_classes or 0)
+    per_class = {metric: [] for metric in METRIC_INFO}
+    counts = {"synthetic": [], "members": []}
+    small = []
+    for c in range(num_classes):
+        real, fake = f_mem[y_mem == c], f_syn[y_syn == c]
+        if 2 <= min(len(real), len(fake)) < dim:
+            small.append(c)
+        values, _ = compare(real, fake, settings, ctx.seed)
+        for metric in METRIC_INFO:
+            per_class[metric].append(values.get(metric))
+        counts["synthetic"].append(len(fake))
+        counts["members"].append(len(real))
+    if small:
+        ctx.warn(
+            f"fidelity: classes {small} have fewer samples than the {dim} feature dimensions; "
+            "their per-class FID is biased upward."
+        )
+    return per_class, counts
