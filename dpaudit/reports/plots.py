@@ -27,7 +27,7 @@ def plain(text: str) -> str:
 def to_png(fig: Figure, dpi: int = 100) -> str:
     """Render a figure to base64 PNG text (no timestamp or version metadata, so the bytes are stable)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -44,7 +44,8 @@ def per_class_bars(per_class: Mapping[str, Sequence[float]], *, ylabel: str = ""
         for i, (name, values) in enumerate(series.items()):
             offset = (i - (len(series) - 1) / 2) * width
             ax.bar(np.arange(len(values)) + offset, values, width, label=plain(name), color=COLOURS[i % len(COLOURS)])
-        ax.legend(fontsize=8, loc="lower right")
+        if len(series) > 1:
+            ax.legend(fontsize=8, loc="lower right")
         ax.set_ylabel(ylabel)
         axes = [ax]
     else:
@@ -56,6 +57,7 @@ def per_class_bars(per_class: Mapping[str, Sequence[float]], *, ylabel: str = ""
     for ax in axes:
         ax.set_xticks(classes)
         ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
     axes[-1].set_xlabel("class")
     fig.tight_layout()
     return to_png(fig)
@@ -107,7 +109,7 @@ def roc_curves(attacks: Mapping[str, Mapping], strongest: str | None = None) -> 
     for ax in (linear, loglog):
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
     linear.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return to_png(fig)
@@ -136,6 +138,7 @@ def epsilon_vs_claimed(empirical: float, claimed: float | None, ci: Sequence[flo
     ax.set_xlabel("epsilon")
     ax.set_xlim(0, max(values + [1e-9]) * 1.25 or 1)
     ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
     fig.tight_layout()
     return to_png(fig)
 

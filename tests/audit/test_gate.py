@@ -1,0 +1,192 @@
+"""The CI gate: policy parsing, verdicts against hand-built results, JUnit XML, exit codes."""
+
+import math
+import xml.etree.ElementTree as ET
+
+import pytest
+from click.testing import CliRunner
+
+from dpaudit.audit.gate import apply_policy, format_table, load_policy, parse_policy, write_junit
+from dpaudit.cli import cli
+from dpaudit.errors import DpauditError
+from tests.reports.fakes import fake_result
+
+POLICY = """
+[[rule]]
+metric = "membership.auc"
+max = 0.6
+
+[[rule]]
+metric = "membership.tpr_at_fpr_0p1pct"
+max = 0.01
+
+[[rule]]
+metric = "similarity.near_copy_excess"
+max = 0.01
+
+[[rule]]
+name = "empirical epsilon within the claim"
+metric = "membership.epsilon_lower_bound"
+max_from = "manifest.epsilon"
+
+[[rule]]
+metric = "utility.tstr_accuracy"
+min = 0.8
+"""
+
+
+def policy(text: str):
+    import tomllib
+
+    return parse_policy(tomllib.loads(text), "policy.toml")
+
+
+def test_all_rules_hold():
+    verdict = apply_policy(fake_result(auc=0.56, eps_lb=0.4, tstr=0.81, epsilon=10.0), policy(POLICY))
+    assert verdict.passed and verdict.exit_code == 0
+    assert [o.value for o in verdict.outcomes] == [0.56, 0.002, 0.002, 0.4, 0.81]
+    # the bound read from the manifest is the claimed epsilon
+    assert verdict.outcomes[3].high == 10.0
+
+
+def test_broken_rules_fail_with_exit_code_1():
+    verdict = apply_policy(fake_result(auc=0.8, eps_lb=12.0, tstr=0.5, epsilon=10.0), policy(POLICY))
+    assert not verdict.passed and verdict.exit_code == 1
+    assert [o.passed for o in verdict.outcomes] == [False, True, True, False, False]
+    assert "above 0.6" in verdict.outcomes[0].message
+    assert "below 0.8" in verdict.outcomes[4].message
+    assert verdict.summary() == "FAIL: 3 of 5 rules broken"
+
+
+def test_bounds_are_inclusive_and_two_sided():
+    two_sided = policy('[[rule]]\nmetric = "utility.tstr_accuracy"\nmin = 0.5\nmax = 0.81\n')
+    assert apply_policy(fake_result(tstr=0.81), two_sided).passed
+    assert apply_policy(fake_result(tstr=0.5), two_sided).passed
+    assert not apply_policy(fake_result(tstr=0.8101), two_sided).passed
+    assert not apply_policy(fake_result(tstr=0.4999), two_sided).passed
+
+
+def test_fields_and_bounds_from_other_metrics():
+    # ci_high of the attack AUC must stay under 0.6; the near-copy share under its holdout baseline
+    rules = policy(
+        '[[rule]]\nmetric = "membership.auc.ci_high"\nmax = 0.6\n'
+        '[[rule]]\nmetric = "similarity.near_copy_share"\nmax_from = "similarity.near_copy_share.baseline"\n'
+    )
+    verdict = apply_policy(fake_result(auc=0.5), rules)
+    assert [o.value for o in verdict.outcomes] == [pytest.approx(0.54), 0.012]
+    assert verdict.outcomes[1].high == 0.010
+    assert [o.passed for o in verdict.outcomes] == [True, False]
+
+
+def test_nan_value_fails():
+    result = fake_result()
+    result.checks["membership"].metrics["auc"].value = math.nan
+    verdict = apply_policy(result, policy('[[rule]]\nmetric = "membership.auc"\nmax = 0.6\n'))
+    assert not verdict.passed
+    assert "not measured" in verdict.outcomes[0].message
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[[rule]]\nmetric = "membership.aucc"\nmax = 0.6\n', "has no metric 'aucc'"),
+        ('[[rule]]\nmetric = "membership.auc.upper"\nmax = 0.6\n', "no field 'upper'"),
+        ('[[rule]]\nmetric = "membership.tstr_accuracy.ci_low"\nmax = 0.6\n', "has no metric"),
+        ('[[rule]]\nmetric = "memorization.max_member_ssim"\nmax = 0.6\n', "check 'memorization' was not run"),
+        ('[[rule]]\nmetric = "fidelity.recall.ci_low"\nmin = 0.1\n', "no field 'ci_low'"),
+        ('[[rule]]\nmetric = "fidelity.recall.baseline"\nmin = 0.1\n', "is not set"),
+    ],
+)
+def test_a_path_that_names_nothing_is_an_error(text, message):
+    with pytest.raises(DpauditError, match=message):
+        apply_policy(fake_result(), policy(text))
+
+
+def test_claim_rule_without_a_claimed_epsilon_is_an_error():
+    rule = policy('[[rule]]\nmetric = "membership.epsilon_lower_bound"\nmax_from = "manifest.epsilon"\n')
+    with pytest.raises(DpauditError, match="manifest has no 'epsilon'"):
+        apply_policy(fake_result(epsilon=None), rule)
+    result = fake_result()
+    result.manifest = None
+    with pytest.raises(DpauditError, match="manifest has no 'epsilon'"):
+        apply_policy(result, rule)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "no rules"),
+        ("title = 'x'\n[[rule]]\nmetric = 'a.b'\nmax = 1\n", "unknown top-level keys"),
+        ("[[rule]]\nmax = 1\n", "needs a 'metric'"),
+        ("[[rule]]\nmetric = 'membership.auc'\n", "has no bound"),
+        ("[[rule]]\nmetric = 'membership.auc'\nmaximum = 1\n", "unknown keys \\['maximum'\\]"),
+        ("[[rule]]\nmetric = 'membership.auc'\nmax = '0.6'\n", "'max' must be a finite number"),
+        ("[[rule]]\nmetric = 'membership.auc'\nmax = true\n", "'max' must be a finite number"),
+        ("[[rule]]\nmetric = 'membership.auc'\nmax = nan\n", "'max' must be a finite number"),
+        ("[[rule]]\nmetric = 'membership.auc'\nmin = 0.7\nmax = 0.6\n", "min 0.7 is above max 0.6"),
+        ("[[rule]]\nmetric = 'membership.auc'\nmax = 0.6\nmax_from = 'manifest.epsilon'\n", "both 'max' and 'max_from'"),
+        ("[[rule]]\nmetric = 'auc'\nmax = 0.6\n", "must be a path like"),
+        ("[[rule]]\nmetric = 'membership.auc'\nmax_from = 3\n", "'max_from' must be a path"),
+        ("rule = 3\n", "no rules"),
+    ],
+)
+def test_bad_policies_are_refused(text, message):
+    with pytest.raises(DpauditError, match=message):
+        policy(text)
+
+
+def test_load_policy_names_the_file(tmp_path):
+    with pytest.raises(DpauditError, match="no such policy file"):
+        load_policy(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[rule]\nmetric =")
+    with pytest.raises(DpauditError, match=r"bad\.toml: not valid TOML"):
+        load_policy(bad)
+
+
+def test_table_lists_every_rule():
+    verdict = apply_policy(fake_result(auc=0.8), policy(POLICY))
+    table = format_table(verdict).splitlines()
+    assert len(table) == 2 + 5 + 2
+    assert table[2].split() == ["membership.auc", "<=", "0.6", "0.8", "<=", "0.6", "FAIL"]
+    assert "empirical epsilon within the claim" in table[5] and "(manifest.epsilon)" in table[5]
+    assert table[-1] == "FAIL: 1 of 5 rules broken"
+
+
+def test_junit_xml(tmp_path):
+    verdict = apply_policy(fake_result(auc=0.8, eps_lb=12.0), policy(POLICY))
+    path = write_junit(verdict, tmp_path / "junit" / "gate.xml", result_name="result.json")
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert suite.get("tests") == "5" and suite.get("failures") == "2" and suite.get("errors") == "0"
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases][:1] == ["membership.auc <= 0.6"]
+    failed = [c.get("name") for c in cases if c.find("failure") is not None]
+    assert failed == ["membership.auc <= 0.6", "empirical epsilon within the claim"]
+    assert "above 10" in cases[3].find("failure").get("message")
+
+
+def test_cli_exit_codes(tmp_path):
+    (tmp_path / "policy.toml").write_text(POLICY)
+    fake_result(auc=0.5).save(tmp_path / "good.json")
+    fake_result(auc=0.9).save(tmp_path / "bad.json")
+    fake_result().save(tmp_path / "partial.json")
+    runner = CliRunner()
+
+    def gate(*args):
+        return runner.invoke(cli, ["gate", *args], catch_exceptions=False)
+
+    ok = gate(str(tmp_path / "good.json"), "--policy", str(tmp_path / "policy.toml"), "--junit", str(tmp_path / "j.xml"))
+    assert ok.exit_code == 0, ok.output
+    assert "PASS: all 5 rules hold" in ok.output and (tmp_path / "j.xml").is_file()
+
+    failed = gate(str(tmp_path / "bad.json"), "--policy", str(tmp_path / "policy.toml"))
+    assert failed.exit_code == 1 and "FAIL: 1 of 5 rules broken" in failed.output
+
+    (tmp_path / "typo.toml").write_text('[[rule]]\nmetric = "membership.acu"\nmax = 0.6\n')
+    typo = gate(str(tmp_path / "good.json"), "--policy", str(tmp_path / "typo.toml"))
+    assert typo.exit_code == 2 and "no metric 'acu'" in typo.output and "Traceback" not in typo.output
+
+    missing = gate(str(tmp_path / "nothere.json"), "--policy", str(tmp_path / "policy.toml"))
+    assert missing.exit_code == 2 and "no such file" in missing.output
+    usage = gate(str(tmp_path / "good.json"))
+    assert usage.exit_code == 2 and "--policy" in usage.output
