@@ -190,3 +190,14 @@ def test_cli_exit_codes(tmp_path):
     assert missing.exit_code == 2 and "no such file" in missing.output
     usage = gate(str(tmp_path / "good.json"))
     assert usage.exit_code == 2 and "--policy" in usage.output
+
+
+def test_the_readme_policy_parses_and_applies():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    text = re.search(r"```toml\n# policy.toml\n(.*?)```", readme, re.S).group(1)
+    rules = policy(text)
+    assert [r.metric for r in rules.rules][:2] == ["membership.auc", "membership.tpr_at_fpr_0p1pct"]
+    assert apply_policy(fake_result(), rules).passed
