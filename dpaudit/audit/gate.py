@@ -183,6 +183,8 @@ def load_policy(path: str | Path) -> Policy:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise DpauditError(f"{path}: no such policy file.") from None
+    except OSError as e:
+        raise DpauditError(f"{path}: cannot read the policy ({e.strerror}).") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise DpauditError(f"{path}: not valid TOML ({e}).") from None
     return parse_policy(data, str(path))

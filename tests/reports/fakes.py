@@ -34,7 +34,8 @@ def fake_result(*, generator: str = "dp-merf", name: str = "synthetic", epsilon:
         "precision": Metric(0.71, "higher", "Share of synthetic images inside the real manifold.", (0, 1)),
         "recall": Metric(0.44, "higher", "Share of real images inside the synthetic manifold.", (0, 1)),
     }
-    fidelity.details = {"per_class": {"fid": [30.0 + i for i in range(10)], "precision": [0.6 + 0.02 * i for i in range(10)]}}
+    # None: a class with too few images to measure, as fidelity reports it
+    fidelity.details = {"per_class": {"fid": [30.0 + i for i in range(10)], "precision": [None] + [0.6 + 0.02 * i for i in range(1, 10)]}}
 
     utility = CheckResult("utility", seconds=5.0)
     utility.metrics = {

@@ -294,3 +294,26 @@ def test_compare_profiles_differ_is_a_warning():
     a, b = fake_result(), fake_result(generator="b")
     b.profile = "standard"
     assert "different profiles (quick, standard)" in render_comparison([a, b])
+
+
+@pytest.mark.slow
+def test_compare_audits_synthetic_sets_first(tmp_path, digits):
+    """`compare --synthetic A --synthetic B` audits both against one reference, then compares:
+    a copy of the members nearly copies far more images than real images that are not members."""
+    from dpaudit.images import save_images
+
+    copies = save_images(digits.members.subset(range(200), name="copies"), tmp_path / "copies", "npz")
+    fresh = save_images(digits.test.subset(range(200), name="fresh"), tmp_path / "fresh", "npz")
+    fake_result(split_id="other:s0").save(tmp_path / "other.json")
+    out = tmp_path / "compare.html"
+    args = ["compare", "--synthetic", str(copies), "--synthetic", str(fresh), "--dataset", "digits",
+            "--checks", "similarity", "--out", str(out)]
+    run = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert run.exit_code == 0, run.output
+    html = out.read_text()
+    row = re.search(r"<code>similarity\.near_copy_share</code>.*?</tr>", html, re.S).group(0)
+    copy_share, fresh_share = (float(v) for v in re.findall(r'<td class="num">([\d.]+)', row))
+    assert copy_share == 1.0 and fresh_share < 0.5  # 8x8 digits: fresh real images often look alike too
+    # a result file made against another split is refused beside them
+    run = CliRunner().invoke(cli, [*args[:1], str(tmp_path / "other.json"), *args[1:]])
+    assert run.exit_code == 2 and "reference split_id" in run.output
