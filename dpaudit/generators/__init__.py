@@ -10,5 +10,10 @@ from dpaudit.generators.base import (
     get_generator,
     register,
 )
+from dpaudit.generators.dpsgd_gan import DPSGDGAN
+from dpaudit.generators.bn_matching import BNMatching
+from dpaudit.generators.latent_diffusion import LatentDiffusion
+from dpaudit.generators.lipschitz_vae import LipschitzVAEGenerator
+from dpaudit.generators.pearl import DPMERF, PEARL
 
-__all__ = ["GENERATORS", "Checkpointer", "Generator", "PrivacyReport", "apply_overrides", "get_generator", "register"]
+__all__ = ["DPMERF", "BNMatching", "LatentDiffusion", "LipschitzVAEGenerator", "DPSGDGAN", "GENERATORS", "PEARL", "Checkpointer", "Generator", "PrivacyReport", "apply_overrides", "get_generator", "register"]
