@@ -18,6 +18,7 @@ import platform
 import torch
 
 from dpaudit.audit.features import LENET_RECIPE, WEIGHTS_DIR, WEIGHTS_INDEX, file_sha256, lenet_epochs, train_lenet
+from dpaudit.audit.fidelity import fid
 from dpaudit.datasets import load_split
 from dpaudit.nets import accuracy
 
@@ -46,8 +47,22 @@ def train_one(name: str) -> tuple[bytes, dict]:
         "member_accuracy": round(accuracy(model, ref.members.x, ref.members.y), 4),
         "holdout_accuracy": round(accuracy(model, ref.holdout.x, ref.holdout.y), 4),
         "test_accuracy": round(accuracy(model, ref.test.x, ref.test.y), 4),
+        **sanity_fids(model, ref),
     }
     return data, entry
+
+
+def sanity_fids(model: torch.nn.Module, ref) -> dict:
+    """FID in this net's feature space of the holdout and of uniform noise (as many images)
+    against the members: real unseen data must score far below noise."""
+    noise = torch.rand(ref.holdout.x.shape, generator=torch.Generator().manual_seed(0))
+    images = {"members": ref.members.x, "holdout": ref.holdout.x, "noise": noise}
+    with torch.no_grad():
+        feats = {role: torch.cat([model.features(x[i : i + 1000]) for i in range(0, len(x), 1000)]) for role, x in images.items()}
+    return {
+        "fid_holdout_vs_members": round(fid(feats["members"], feats["holdout"]), 4),
+        "fid_noise_vs_members": round(fid(feats["members"], feats["noise"]), 4),
+    }
 
 
 def main() -> None:
