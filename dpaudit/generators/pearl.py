@@ -60,7 +60,9 @@ class EmbeddingConfig:
     """Hyper-parameters of DP-MERF / PEARL. Lengths are in pixel units of images in [0, 1]."""
 
     features: int = 8000  # random frequencies in total (each gives a cos and a sin)
-    length_scales: tuple[float, ...] = (4.0, 8.0, 16.0)  # per-scale share of the frequencies is equal
+    # Kernel length scales in units of sqrt(number of pixel values) (public: 28 on MNIST), each
+    # with an equal share of the frequencies.
+    length_scales: tuple[float, ...] = (0.15, 0.3, 0.6)
     adjacency: Literal["add-remove", "replace-one"] = "add-remove"
     accountant: Literal["rdp", "prv"] = "rdp"
     count_noise_ratio: float = 5.0  # sigma_count / sigma_emb: the counts take 1/(1+r^2) of the budget
@@ -121,10 +123,12 @@ DECODERS = {"conv": ConditionalDecoder, "mlp": MLPDecoder}
 
 
 class FourierFeatures:
-    """The random-Fourier-feature map of a mixture of Gaussian kernels, ||phi(x)|| = 1."""
+    """The random-Fourier-feature map of an equal mixture of Gaussian kernels of length scales
+    `length_scales` * sqrt(dim) on flattened images; ||phi(x)|| = 1 exactly."""
 
     def __init__(self, dim: int, features: int, length_scales: tuple[float, ...], seed: int):
         g = torch.Generator().manual_seed(seed)
+        length_scales = tuple(s * math.sqrt(dim) for s in length_scales)
         per_scale = [features // len(length_scales) + (i < features % len(length_scales)) for i in range(len(length_scales))]
         # Standard normal directions g_j and the scale of each frequency: w_j = g_j / l_j.
         self.directions = torch.randn(dim, features, generator=g)
