@@ -33,7 +33,7 @@ from dpaudit.audit.similarity import nearest_neighbors
 
 PROFILES: dict[str, dict] = {
     # max_samples: images per side (a seeded random sample; None = all). kid_*: KID subsets.
-    "quick": {"max_samples": 5_000, "kid_subsets": 50, "kid_subset_size": 1_000, "k": 5},
+    "quick": {"max_samples": 5_000, "kid_subsets": 20, "kid_subset_size": 1_000, "k": 5},
     "standard": {"max_samples": 10_000, "kid_subsets": 100, "kid_subset_size": 1_000, "k": 5},
     "paper": {"max_samples": None, "kid_subsets": 100, "kid_subset_size": 1_000, "k": 5},
 }
@@ -48,7 +48,8 @@ METRIC_INFO = {
             "about 0 for the same distribution; ci = +/- one std over subsets"),
     "precision": ("higher", (0.0, 1.0),
                   "share of synthetic images inside the real manifold (within the k-NN radius of some "
-                  "member): how realistic the samples are"),
+                  "member): how realistic the samples are; large k-NN balls around outlying members inflate it "
+                  "(uniform noise scores near 1 on MNIST), so read it beside density"),
     "recall": ("higher", (0.0, 1.0),
                "share of members inside the synthetic manifold (within the k-NN radius of some "
                "synthetic image): how much of the real variety is reproduced"),

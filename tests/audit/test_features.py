@@ -135,3 +135,18 @@ def test_wrong_channel_count_is_a_clear_error(digits):
 def test_weights_index_records_the_recipe():
     index = json.loads(features.WEIGHTS_INDEX.read_text())
     assert index["recipe"] == features.LENET_RECIPE
+
+
+@pytest.mark.mnist
+def test_shipped_mnist_net_separates_real_from_noise(mnist):
+    from dpaudit.audit.fidelity import fid
+
+    entry = features.shipped_index()["mnist"]
+    extractor = load_extractor(mnist)
+    assert extractor.describe()["name"] == "lenet-mnist"
+    assert accuracy(extractor.module.lenet, mnist.test.x, mnist.test.y) == pytest.approx(entry["test_accuracy"], abs=1e-4)
+    members = extractor(mnist.members.subset(range(5000)))
+    holdout = extractor(mnist.holdout.subset(range(2000)))
+    noise = mnist.holdout.subset(range(2000))
+    noise.x = torch.rand(noise.x.shape, generator=torch.Generator().manual_seed(0))
+    assert fid(members, holdout) < fid(members, extractor(noise)) / 50
