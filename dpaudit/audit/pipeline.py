@@ -37,6 +37,7 @@ CHECKS: dict[str, Callable[[AuditContext], CheckResult]] = {
 # Checks that train on the synthetic labels; skipped with a warning for an unlabelled set.
 NEEDS_LABELS = {"utility", "gradient_matching", "gan_attack", "memorization"}
 SAMPLE_GRID_SIZE = 8
+SAMPLE_GRID_MAX_CLASSES = 10
 
 
 def validate(synthetic: ImageSet, reference: Reference, checks: list[str]) -> None:
@@ -78,11 +79,12 @@ def _manifest_warnings(manifest: Manifest | None, reference: Reference) -> list[
 
 
 def sample_grid(images: ImageSet, per_row: int = SAMPLE_GRID_SIZE, seed: int = 0) -> np.ndarray:
-    """A uint8 grid of up to per_row x per_row images: one row per class where labelled."""
+    """A uint8 grid of random samples, `per_row` a row: one row per class (the first ten) where
+    labelled, else `per_row` rows."""
     generator = torch.Generator().manual_seed(seed)
     if images.y is not None:
         rows = []
-        for label in torch.unique(images.y)[:per_row].tolist():
+        for label in torch.unique(images.y)[:SAMPLE_GRID_MAX_CLASSES].tolist():
             idx = torch.nonzero(images.y == label).flatten()
             rows.append(idx[torch.randperm(len(idx), generator=generator)[:per_row]])
     else:
