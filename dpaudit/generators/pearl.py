@@ -59,7 +59,7 @@ SENSITIVITY = {"add-remove": (1.0, 1.0), "replace-one": (2.0, math.sqrt(2.0))}
 class EmbeddingConfig:
     """Hyper-parameters of DP-MERF / PEARL. Lengths are in pixel units of images in [0, 1]."""
 
-    features: int = 8000  # random frequencies in total (each gives a cos and a sin)
+    features: int = 4000  # random frequencies in total (each gives a cos and a sin)
     # Kernel length scales in units of sqrt(number of pixel values) (public: 28 on MNIST), each
     # with an equal share of the frequencies.
     length_scales: tuple[float, ...] = (0.15, 0.3, 0.6)
@@ -68,10 +68,10 @@ class EmbeddingConfig:
     count_noise_ratio: float = 5.0  # sigma_count / sigma_emb: the counts take 1/(1+r^2) of the budget
     latent_dim: int = 32
     decoder: Literal["conv", "mlp"] = "conv"
-    width: int = 32  # channels of the conv decoder's last hidden layer; the MLP's is 16x
-    steps: int = 3000
-    batch_size: int = 500  # generated images per step
-    lr: float = 1e-3
+    width: int = 16  # channels of the conv decoder's last hidden layer; the MLP's is 16x
+    steps: int = 1200
+    batch_size: int = 200  # generated images per step
+    lr: float = 1e-3  # Adam, cosine-decayed to 5% of it over the steps
     critic_lr: float = 1e-2  # PEARL only
     critic_mix: float = 0.5  # PEARL only: weights = (1 - mix) + mix * importance weights
 
@@ -253,6 +253,8 @@ class EmbeddingGenerator(Generator):
         labels = torch.arange(cfg.batch_size) % self.num_classes
         bar = tqdm(total=cfg.steps, initial=step, desc=self.name, disable=not self.progress, leave=False)
         while step < cfg.steps:
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
             z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=rng)
             terms = self._loss_terms(self.model(z.to(self.device), labels.to(self.device)).cpu(), labels)
             if self.adversarial:

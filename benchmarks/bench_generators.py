@@ -1,0 +1,94 @@
+"""Benchmark of a reference DP generator (default dp-merf; any name in GENERATORS): train on a
+built-in dataset's members at a given epsilon, sample a labelled synthetic set, and measure
+
+- TSTR accuracy: the DPDM-protocol CNN trained on the synthetic set (90% train, the epoch picked
+  on the other 10%, synthetic validation data, never the real test set; dpaudit.audit.utility's
+  fit_classifier), accuracy on the real test set;
+- FID in dpaudit's LeNet feature space (dpaudit.audit.features / fidelity), synthetic vs the
+  real test set;
+- training time: wall clock and the process's CPU time (torch threads as given; the machine may
+  be shared with other work, so wall time overstates the cost on an idle machine).
+
+One JSON line per run is appended to --log and a markdown row is printed. Example:
+
+    DPAUDIT_DATA=/work/shared/data python benchmarks/bench_generators.py --method dp-merf \\
+        --dataset mnist --epsilon 10 --num 60000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from dpaudit.audit.features import load_extractor
+from dpaudit.audit.fidelity import fid
+from dpaudit.audit.utility import fit_classifier
+from dpaudit.datasets import load_split
+from dpaudit.generators import Checkpointer, get_generator
+from dpaudit.nets import accuracy
+from dpaudit.privacy import PrivacyBudget
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", default="dp-merf")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--epsilon", type=float, default=10.0)
+    parser.add_argument("--delta", type=float, default=1e-5)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value hyper-parameter")
+    parser.add_argument("--num", type=int, default=60_000, help="synthetic images to sample")
+    parser.add_argument("--classifier-epochs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--checkpoint", default=None, help="checkpoint folder (resume after an interruption)")
+    parser.add_argument("--save", default=None, help="save 100 samples here (.pt) to look at")
+    parser.add_argument("--log", default="benchmarks/generator_runs.jsonl")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    reference = load_split(args.dataset)
+    generator = get_generator(args.method).from_options(args.overrides, progress=True, checkpoint=Checkpointer(args.checkpoint))
+    wall, cpu = time.perf_counter(), time.process_time()
+    generator.fit(reference.members, PrivacyBudget(args.epsilon, args.delta), seed=args.seed)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    report = generator.privacy_report()
+    synthetic = generator.sample(args.num, seed=args.seed + 1)
+    if args.save:
+        torch.save(synthetic.x[:: max(1, args.num // 100)][:100].clone(), args.save)
+    settings = {"epochs": args.classifier_epochs, "min_steps": 0, "val_fraction": 0.1}
+    tstr = fit_classifier(synthetic, synthetic.num_classes, settings, None, args.seed, torch.device("cpu"), "TSTR")
+    extractor = load_extractor(reference)
+    row = {
+        "method": args.method,
+        "dataset": args.dataset,
+        "epsilon_target": args.epsilon,
+        "epsilon": report["epsilon"],
+        "delta": args.delta,
+        "sigma": report["sigma"],
+        "sample_rate": report["sample_rate"],
+        "steps": report["steps"],
+        "overrides": args.overrides,
+        "num": args.num,
+        "tstr": accuracy(tstr.model, reference.test.x, reference.test.y),
+        "tstr_epoch": tstr.best_epoch,
+        "classifier_epochs": args.classifier_epochs,
+        "fid_lenet": fid(extractor(reference.test), extractor(synthetic)),
+        "train_wall_s": round(wall, 1),
+        "train_cpu_s": round(cpu, 1),
+        "threads": args.threads,
+    }
+    print(json.dumps(row), flush=True)
+    print(
+        f"| {args.method} | {args.dataset} | {args.epsilon:g} | {report['epsilon']:.3f} | {100 * row['tstr']:.1f} "
+        f"| {row['fid_lenet']:.1f} | {wall / 60:.1f} | {cpu / 60:.1f} | {' '.join(args.overrides)} |"
+    )
+    with Path(args.log).open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
