@@ -138,10 +138,8 @@ def _roc_plot(details: dict) -> dict:
     return image(png, caption, "ROC curves")
 
 
-def _epsilon_plot(check: CheckResult, result: AuditResult) -> dict | None:
-    metric = check.metrics.get("epsilon_lower_bound")
-    if metric is None:
-        return None
+def _epsilon_plot(check: CheckResult, result: AuditResult) -> dict:
+    metric = check.metrics["epsilon_lower_bound"]
     claimed = check.details.get("claimed_epsilon", (result.manifest or {}).get("epsilon"))
     png = plots.epsilon_vs_claimed(metric.value, claimed, metric.ci)
     caption = ("The epsilon the attacks prove at least (a lower bound) against the epsilon the generator claims. "
@@ -163,24 +161,21 @@ def _attack_table(details: dict) -> dict | None:
 
 
 def _special_plots(check: CheckResult, result: AuditResult) -> tuple[list[dict], list[str]]:
-    """The plots whose inputs this check's details hold; a note for any that could not be drawn."""
+    """The plots whose inputs this check holds; a note for any that could not be drawn."""
     details, found, notes = check.details, [], []
     builders = [
-        ("per_class", lambda: _per_class_plot(details["per_class"])),
-        ("ssim_hist", lambda: _ssim_plot(details["ssim_hist"])),
-        ("attacks", lambda: _roc_plot(details)),
-        ("epsilon", lambda: _epsilon_plot(check, result)),
+        ("per_class", "per_class" in details, lambda: _per_class_plot(details["per_class"])),
+        ("ssim_hist", "ssim_hist" in details, lambda: _ssim_plot(details["ssim_hist"])),
+        ("attacks", "attacks" in details, lambda: _roc_plot(details)),
+        ("epsilon_lower_bound", "epsilon_lower_bound" in check.metrics, lambda: _epsilon_plot(check, result)),
     ]
-    for key, build in builders:
-        if key != "epsilon" and key not in details:
+    for key, present, build in builders:
+        if not present:
             continue
         try:
-            plot = build()
+            found.append(build())
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             notes.append(f"could not draw {key!r} from the details: {e}")
-            continue
-        if plot is not None:
-            found.append(plot)
     return found, notes
 
 
