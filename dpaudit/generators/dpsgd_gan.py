@@ -13,7 +13,10 @@ as targets (never a member image), and the released images are drawn from the ge
 guarantee is (epsilon, delta)-DP for adding or removing one member image (with its label),
 covering the generator, the synthetic images and the discriminator. Hyper-parameters are taken
 as public (not tuned on the members inside this run); the checkpoint folder holds non-private
-intermediate state and must be kept as private as the data.
+intermediate state and must be kept as private as the data. The Poisson samples and the
+Gaussian noise are drawn from torch generators seeded by `seed`, so that a run is reproducible
+and resumes exactly: the guarantee holds against an adversary who does not know the seed, so
+keep the seed of a real release secret.
 """
 
 from __future__ import annotations
@@ -173,25 +176,26 @@ class DPSGDGAN(Generator):
     @dataclass
     class Config:
         optimizer: Literal["dicesgd", "dpsgd"] = "dicesgd"
-        steps: int = 3000  # private discriminator steps (the accounted releases)
+        steps: int = 1500  # private discriminator steps (the accounted releases)
         batch_size: int = 256  # expected Poisson batch of members per discriminator step
         clip: float = 1.0  # C1: per-sample gradient clipping
         error_clip: float = 1.0  # C2: clipping of the fed-back error state (DiceSGD)
         residual_clip: float = 2.0  # C_r: per-sample bound on the clipped-off residual (DiceSGD)
         feedback_share: float = 0.1  # share of the privacy precision spent on the residual
-        d_lr: float = 3e-4
-        g_lr: float = 3e-4
+        d_lr: float = 6e-4
+        g_lr: float = 6e-4
         d_steps_per_g: int = 1  # discriminator steps per generator step
-        fake_batch: int = 128  # generated images per discriminator step and per generator step
+        fake_batch: int = 64  # generated images per discriminator step and per generator step
         latent_dim: int = 64
         d_width: int = 16  # channels of the discriminator's first conv (then 2x, 4x)
         g_width: int = 16  # channels of the generator's last conv (4x, 2x before)
-        recon_batch: int = 32  # generated images reconstructed per generator step
+        recon_batch: int = 16  # generated images reconstructed per generator step
         noise_init: float = 0.1  # initial scale of the feature-map noise (EFSGD)
         recon_weight: float = 0.05  # VAE-style reconstruction of generated images (EFSGD)
         kl_weight: float = 0.01
+        latent_weight: float = 1.0  # the encoder must recover the code of a generated image
         class_weight: float = 1.0  # auxiliary classification loss
-        ema: float = 0.999  # exponential moving average of the generator's weights
+        ema: float = 0.995  # exponential moving average of the generator's weights
         accountant: Literal["rdp", "prv"] = "rdp"
 
     # ------------------------------------------------------------ training
@@ -285,11 +289,11 @@ class DPSGDGAN(Generator):
             extra=extra,
         )
 
-    def _fake(self, count: int, rng: torch.Generator, net: nn.Module | None = None) -> tuple[torch.Tensor, ...]:
-        net = net or self.generator_net
+    def _fake(self, count: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(codes, labels, images) of `count` generated images, labels uniform over the classes."""
         z = torch.randn(count, self.config.latent_dim, generator=rng).to(self.device)
         y = torch.randint(self.num_classes, (count,), generator=rng).to(self.device)
-        return z, y, net(z, y, rng)
+        return z, y, self.generator_net(z, y, rng)
 
     def _discriminator_step(self, x_real, y_real, batch: int, d_opt: DPOptimizer, rng: torch.Generator) -> float:
         """One private step: per-sample losses on the Poisson batch of members and on
@@ -322,16 +326,21 @@ class DPSGDGAN(Generator):
             loss = F.softplus(-adv).mean()
             if cfg.class_weight > 0:
                 loss = loss + cfg.class_weight * F.cross_entropy(logits, y)
-            if cfg.recon_weight > 0:
+            if cfg.recon_weight > 0 or cfg.latent_weight > 0:
                 # VAE-style: encode a generated image, decode the sampled code with its label, and
                 # reconstruct that generated image. The target is generated, never a member image.
-                target, labels = x[: cfg.recon_batch].detach(), y[: cfg.recon_batch]
+                # A generated target alone cannot stop mode collapse (a generator that ignores its
+                # code reconstructs perfectly), so the encoder must also recover the code itself,
+                # which a collapsed generator makes impossible.
+                m = cfg.recon_batch
+                target, labels = x[:m], y[:m]
                 mu, logvar = self.encoder(target)
                 code = mu + torch.randn(mu.shape, generator=rng).to(self.device) * (0.5 * logvar).exp()
                 recon = self.generator_net(code, labels, rng)
                 kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1).mean()
-                rec = F.mse_loss(recon, target, reduction="sum") / len(target)
+                rec = F.mse_loss(recon, target.detach(), reduction="sum") / len(target)
                 loss = loss + cfg.recon_weight * (rec + cfg.kl_weight * kl)
+                loss = loss + cfg.latent_weight * F.mse_loss(mu, z[:m])
             loss.backward()
         g_opt.step()
         self._update_ema()

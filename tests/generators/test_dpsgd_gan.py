@@ -127,3 +127,26 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(digits, tmp_pa
 def test_bad_options_are_one_sentence_errors(digits, override):
     with pytest.raises(DpauditError, match=override.split("=")[0]):
         fit(digits.members, overrides=[override])
+
+
+def test_generate_command_writes_images_and_the_accounted_manifest(tmp_path):
+    from click.testing import CliRunner
+
+    from dpaudit.cli import cli
+    from dpaudit.manifest import read_manifest
+
+    out = tmp_path / "synthetic"
+    args = ["generate", "dpsgd-gan", "--dataset", "digits", "--epsilon", "2", "--delta", "1e-5", "--num", "20",
+            "--out", str(out), "--format", "npz"]
+    for option in TINY:
+        args += ["--set", option]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
+    assert manifest.generator == "dpsgd-gan"
+    details = manifest.details
+    accountant = RDPAccountant()
+    accountant.history = [(details["sigma"], details["sample_rate"], details["steps"])]
+    assert manifest.epsilon == pytest.approx(accountant.get_epsilon(delta=1e-5), rel=1e-12)
+    assert 0.99 * 2 <= manifest.epsilon <= 2
+    assert details["optimizer"] == "dicesgd" and details["steps"] == 4
