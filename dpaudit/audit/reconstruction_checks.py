@@ -33,7 +33,7 @@ from dpaudit.audit import similarity
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.result import CheckResult, Metric
 from dpaudit.audit.similarity import Matches, holdout_baseline, match_to_reference, pairwise_ssim
-from dpaudit.audit.utility import TSTRModel, trtr_classifier, tstr_classifier
+from dpaudit.audit.utility import TSTRModel, check_labels, trtr_classifier, tstr_classifier
 from dpaudit.images import ImageSet, to_uint8
 from dpaudit.nets import accuracy
 
@@ -259,6 +259,7 @@ def run_gradient_matching(ctx: AuditContext) -> CheckResult:
         "matching_loss": [inv.loss for inv in inversions],
         "batch_psnr": batch_psnr.tolist(),
         "member_ssim": members.best_ssim.tolist(),
+        "member_psnr": members.psnr.tolist(),
         "nearest_member_indices": members.best_ssim_idx.tolist(),
         "mean_synthetic_ssim": float(synthetic.best_ssim.mean()),
         "control": {
@@ -343,6 +344,7 @@ def run_memorization(ctx: AuditContext) -> CheckResult:
     """Run a malicious trainer (correlated-value encoding) on the synthetic set, decode the
     hidden images from the returned model and match them against the real members."""
     start = time.perf_counter()
+    check_labels(ctx)
     settings = ctx.settings(PROFILES)["memorization"]
     num_classes = ctx.reference.members.num_classes
     test = ctx.reference.test
