@@ -1,0 +1,124 @@
+"""Black-box membership attacks: known-answer cases (a copying generator, real images from
+neither split, a generator copying 2% of members) and brute-force checks of the scores."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+
+from dpaudit.attacks import membership
+from dpaudit.attacks.base import AttackResult, draw_targets
+
+
+def test_cdist_nearest_neighbors_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    queries, refs = torch.rand(300, 20, generator=g), torch.rand(700, 20, generator=g)
+    sq, idx = membership.cdist_nearest_neighbors(queries, refs, block_size=64)
+    full = ((queries[:, None, :].double() - refs[None].double()) ** 2).sum(-1)
+    assert torch.equal(idx[:, 0], full.argmin(1))
+    torch.testing.assert_close(sq[:, 0].double(), full.min(1).values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(membership.nearest_distance(queries, refs), full.min(1).values.sqrt().numpy(), rtol=1e-5)
+
+
+def test_calibrated_distance_is_difference_of_distances():
+    g = torch.Generator().manual_seed(1)
+    t, s, r = torch.rand(50, 5, generator=g), torch.rand(80, 5, generator=g), torch.rand(60, 5, generator=g)
+    d_s = torch.cdist(t.double(), s.double()).min(1).values.numpy()
+    d_r = torch.cdist(t.double(), r.double()).min(1).values.numpy()
+    np.testing.assert_allclose(membership.distance_scores(t, s), -d_s, rtol=1e-5)
+    np.testing.assert_allclose(membership.calibrated_distance_scores(t, s, r), d_r - d_s, rtol=1e-4, atol=1e-6)
+
+
+def overfit_toy(n=50, d=3, seed=0):
+    """Members and non-members from N(0, I); the 'generator' samples tightly around the members."""
+    g = torch.Generator().manual_seed(seed)
+    members, nonmembers = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    reference = torch.randn(2000, d, generator=g)
+    synthetic = members[torch.randint(0, n, (2000,), generator=g)] + 0.1 * torch.randn(2000, d, generator=g)
+    labels = np.r_[np.ones(n), np.zeros(n)].astype(int)
+    return torch.cat([members, nonmembers]), synthetic, reference, labels
+
+
+def test_domias_equals_brute_force_kde_ratio():
+    targets, synthetic, reference, labels = overfit_toy(n=30, d=3)
+    scores = membership.domias_scores(targets, synthetic, reference, n_components=3, seed=0)
+    pca = PCA(3, whiten=True, random_state=0).fit(np.r_[synthetic.double().numpy(), reference.double().numpy()])
+
+    def log_kde(data, x):
+        # Gaussian KDE with Scott's factor n^(-1/(d+4)) in the whitened space, by brute force.
+        data, x = pca.transform(data.double().numpy()), pca.transform(x.double().numpy())
+        n, d = data.shape
+        h = n ** (-1 / (d + 4))
+        sq = ((x[:, None, :] - data[None]) ** 2).sum(-1)
+        m = (-sq / (2 * h * h)).max(1, keepdims=True)
+        return (m[:, 0] + np.log(np.exp(-sq / (2 * h * h) - m).mean(1))) - d / 2 * math.log(2 * math.pi * h * h)
+
+    np.testing.assert_allclose(scores, log_kde(synthetic, targets) - log_kde(reference, targets), rtol=1e-6, atol=1e-6)
+    assert AttackResult.from_scores("domias", scores, labels, delta=1e-5).auc >= 0.85
+
+
+def test_classifier_attack_finds_an_overfit_generator():
+    targets, synthetic, reference, labels = overfit_toy()
+    scores = membership.classifier_scores(targets, synthetic, reference, seed=0)
+    assert np.all((scores >= 0) & (scores <= 1))
+    assert AttackResult.from_scores("classifier", scores, labels, delta=1e-5).auc >= 0.65
+    np.testing.assert_array_equal(scores, membership.classifier_scores(targets, synthetic, reference, seed=0))
+
+
+def test_copying_generator_is_caught_on_digits(digits):
+    """A 'generator' that outputs its members with small noise: AUC >= 0.95 and epsilon >= 2."""
+    g = torch.Generator().manual_seed(0)
+    synthetic = (digits.members.x + 0.02 * torch.randn(digits.members.x.shape, generator=g)).clamp(0, 1).flatten(1)
+    split = draw_targets(len(digits.members), len(digits.holdout), per_side=1000, reference=1000, seed=0)
+    targets = split.targets(digits.members.x, digits.holdout.x).flatten(1)
+    reference = split.reference(digits.holdout.x).flatten(1)
+    for name, scores in {
+        "distance": membership.distance_scores(targets, synthetic),
+        "calibrated": membership.calibrated_distance_scores(targets, synthetic, reference),
+    }.items():
+        result = AttackResult.from_scores(name, scores, split.labels, delta=1e-5, seed=0)
+        assert result.auc >= 0.95, name
+        assert result.epsilon_lower_bound >= 2, name
+
+
+def pixel_attacks(targets, synthetic, reference, seed=0):
+    return {
+        "distance": membership.distance_scores(targets, synthetic),
+        "calibrated": membership.calibrated_distance_scores(targets, synthetic, reference),
+        "domias": membership.domias_scores(targets, synthetic, reference, seed=seed),
+        "classifier": membership.classifier_scores(targets, synthetic, reference, max_fit=1000, seed=seed),
+    }
+
+
+@pytest.mark.mnist
+def test_unrelated_real_images_leak_nothing(mnist):
+    """'Synthetic' = real MNIST test images (neither members nor holdout): AUC 0.5 +/- 0.05,
+    epsilon lower bound <= 0.5, with 2,000 targets a side (AUC standard error about 0.009)."""
+    split = draw_targets(len(mnist.members), len(mnist.holdout), per_side=2000, reference=2000, seed=0)
+    targets = split.targets(mnist.members.x, mnist.holdout.x).flatten(1)
+    reference = split.reference(mnist.holdout.x).flatten(1)
+    synthetic = mnist.test.x[:4000].flatten(1)
+    for name, scores in pixel_attacks(targets, synthetic, reference).items():
+        result = AttackResult.from_scores(name, scores, split.labels, delta=1e-5, seed=0)
+        assert abs(result.auc - 0.5) <= 0.05, (name, result.auc)
+        assert result.epsilon_lower_bound <= 0.5, (name, result.epsilon_lower_bound)
+
+
+@pytest.mark.mnist
+def test_copying_two_percent_is_caught_at_low_fpr(mnist):
+    """1,000 copied members (2%) among 9,000 unrelated real images: with 2,000 non-member targets,
+    TPR at 0.1% FPR is far above 0.1% (about 2% of member targets are copies)."""
+    g = torch.Generator().manual_seed(1234)
+    copied = torch.randperm(len(mnist.members), generator=g)[:1000]
+    synthetic = torch.cat([mnist.members.x[copied], mnist.test.x[:9000]]).flatten(1)
+    split = draw_targets(len(mnist.members), len(mnist.holdout), per_side=2000, reference=2000, seed=0)
+    targets = split.targets(mnist.members.x, mnist.holdout.x).flatten(1)
+    n_copied_targets = int(np.isin(split.member_idx.numpy(), copied.numpy()).sum())
+    result = AttackResult.from_scores("distance", membership.distance_scores(targets, synthetic), split.labels,
+                                      delta=1e-5, seed=0)
+    assert result.n_nonmembers >= 1000
+    assert 20 <= n_copied_targets <= 60
+    assert result.tpr_at["0p1pct"] >= 0.01  # ten times the FPR
+    assert result.tpr_at["0p1pct"] >= 0.9 * n_copied_targets / 2000
