@@ -71,6 +71,7 @@ class EmbeddingConfig:
     width: int = 16  # channels of the conv decoder's last hidden layer; the MLP's is 16x
     steps: int = 1200
     batch_size: int = 200  # generated images per step
+    unbiased: bool = False  # True: the U-statistic in the generated samples (see _loss_terms)
     lr: float = 1e-3  # Adam, cosine-decayed to 5% of it over the steps
     critic_lr: float = 1e-2  # PEARL only
     critic_mix: float = 0.5  # PEARL only: weights = (1 - mix) + mix * importance weights
@@ -222,13 +223,22 @@ class EmbeddingGenerator(Generator):
         )
 
     def _loss_terms(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Squared characteristic-function differences per class and frequency (classes x k)."""
+        """Squared characteristic-function distances per class and frequency (classes x k),
+        unbiased in the generated samples when `config.unbiased`: with m samples of a class the
+        plain |mean - target|^2 overstates the distance by (a^2 - |E mean|^2) / m (a = the
+        feature's amplitude), which rewards collapsing the samples of a class onto one mode;
+        the U-statistic adds (|mean|^2 - a^2) / (m - 1) to remove it."""
         phi = self.features(images)
         onehot = F.one_hot(labels, self.num_classes).float()
-        means = (onehot.T @ phi) / onehot.sum(0).clamp(min=1).unsqueeze(1)
-        diff = (means - self.targets) ** 2
+        m = onehot.sum(0).clamp(min=1).unsqueeze(1)
+        means = (onehot.T @ phi) / m
         k = self.features.frequencies.shape[1]
-        return diff[:, :k] + diff[:, k:]
+        diff = (means - self.targets) ** 2
+        terms = diff[:, :k] + diff[:, k:]
+        if self.config.unbiased:
+            own = means[:, :k] ** 2 + means[:, k:] ** 2
+            terms = terms + (own - self.features.amplitude**2) / (m - 1).clamp(min=1)
+        return terms
 
     def _frequency_weights(self) -> torch.Tensor:
         """PEARL's importance weights p_theta(w_j) / p_0(w_j), self-normalised to mean 1 and mixed

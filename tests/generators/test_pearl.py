@@ -136,3 +136,21 @@ def test_an_interrupted_run_resumes_to_the_same_result_and_accounting(digits, tm
     keys = ("epsilon", "sigma", "sigma_count", "history", "sample_rate", "steps", "generator_steps")
     assert {k: whole.privacy_report()[k] for k in keys} == {k: resumed.privacy_report()[k] for k in keys}
     assert not (tmp_path / Checkpointer.FILE).exists()
+
+
+def test_unbiased_terms_are_the_u_statistic_of_the_squared_distance(digits):
+    gen = DPMERF.from_options({**TINY, "steps": "0", "unbiased": "true"}).fit(digits.members, PrivacyBudget(10.0, 1e-5))
+    images, labels = digits.holdout.x[:60], digits.holdout.y[:60]
+    terms = gen._loss_terms(images, labels)
+    phi, k = gen.features(images).double(), gen.features.frequencies.shape[1]
+    for c in (0, 4):
+        rows = phi[labels == c]
+        m = len(rows)
+        target = gen.targets[c].double()
+        for j in (0, 17):
+            pair = rows[:, [j, k + j]]  # the cos and sin features of frequency j
+            gram = pair @ pair.T
+            cross = (gram.sum() - gram.diag().sum()) / (m * (m - 1))
+            t = target[[j, k + j]]
+            expected = cross - 2 * pair.mean(0) @ t + t @ t
+            assert terms[c, j].item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-9)
