@@ -57,6 +57,7 @@ def train_shadow_models(
     shadows = []
     for i in tqdm(range(n_shadows), desc="LiRA shadow models", leave=False):
         idx = torch.randperm(len(x), generator=generator)[:train_size]
+        torch.manual_seed(seed + 1 + i)  # the initial weights too
         model = make_model()
         train_classifier(model, x[idx], y[idx], epochs=epochs, seed=seed + 1 + i, device=device)
         shadows.append(model.cpu())
