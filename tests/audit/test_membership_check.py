@@ -1,0 +1,90 @@
+"""The membership check end to end on digits: a copying generator refutes a false claim, real
+images from neither split do not, unlabelled sets skip the downstream attacks, and the JSON holds."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from dpaudit.attacks.base import draw_targets
+from dpaudit.audit import membership_check
+from dpaudit.audit.context import AuditContext
+from dpaudit.audit.features import load_extractor
+from dpaudit.audit.result import AuditResult
+from dpaudit.images import ImageSet
+from dpaudit.manifest import Manifest
+
+METRICS = {"auc", "advantage", "tpr_at_fpr_10pct", "tpr_at_fpr_1pct", "tpr_at_fpr_0p1pct", "epsilon_lower_bound"}
+BLACK_BOX = {"distance_pixel", "calibrated_distance_pixel", "distance_feature", "calibrated_distance_feature",
+             "domias", "classifier"}
+
+
+def context(synthetic, reference, epsilon=1.0):
+    ctx = AuditContext(synthetic, reference, "quick", 0, manifest=Manifest("test", epsilon=epsilon, delta=1e-5))
+    ctx.extractor = load_extractor(reference)
+    return ctx
+
+
+def as_json(result):
+    wrapper = AuditResult(synthetic={}, reference={}, feature_extractor={}, seed=0, profile="quick",
+                          checks={"membership": result})
+    return json.loads(wrapper.to_json())["checks"]["membership"]
+
+
+def test_copying_generator_refutes_a_false_claim(digits, monkeypatch):
+    monkeypatch.setitem(membership_check.PROFILES["quick"], "lira_shadows", 2)
+    monkeypatch.setitem(membership_check.PROFILES["quick"], "lira_epochs", 2)
+    g = torch.Generator().manual_seed(0)
+    noisy = (digits.members.x + 0.02 * torch.randn(digits.members.x.shape, generator=g)).clamp(0, 1)
+    ctx = context(ImageSet(noisy, digits.members.y, 10), digits, epsilon=1.0)
+    result = membership_check.run(ctx)
+
+    assert set(result.metrics) == METRICS
+    assert result.metrics["auc"].value >= 0.95
+    assert result.metrics["epsilon_lower_bound"].value >= 2
+    assert result.details["claim_violated"] is True and result.details["claimed_epsilon"] == 1.0
+    assert any(w.startswith("PRIVACY CLAIM REFUTED") for w in ctx.warnings)
+    attacks = result.details["attacks"]
+    assert set(attacks) == BLACK_BOX | {"downstream_loss", "downstream_lira"}
+    # Each reported metric is the best attack's, and the AUC interval is that attack's.
+    for key in METRICS:
+        best = max(a[key] for a in attacks.values())
+        assert result.metrics[key].value == pytest.approx(best)
+        assert result.details["strongest_per_metric"][key] in attacks
+    assert result.metrics["auc"].ci == pytest.approx(tuple(attacks[result.details["strongest"]]["auc_ci"]))
+    # Bonferroni over 2 bounds per attack keeps the maximum at 95%.
+    assert result.details["alpha_per_bound"] == pytest.approx(0.05 / (2 * len(attacks)))
+
+    # The pixel distance attack, recomputed by brute force on the same targets.
+    split = draw_targets(len(digits.members), len(digits.holdout), per_side=1000, reference=2000, seed=0)
+    targets = split.targets(digits.members.x, digits.holdout.x).flatten(1).double()
+    d = torch.cdist(targets, noisy.flatten(1).double()).min(1).values.numpy()
+    assert attacks["distance_pixel"]["auc"] == pytest.approx(roc_auc_score(split.labels, -d))
+    assert attacks["distance_pixel"]["n"] == {"members": 180, "nonmembers": 180}
+
+    data = as_json(result)
+    assert data["details"]["claim_violated"] is True
+    assert data["metrics"]["epsilon_lower_bound"]["value"] >= 2
+
+
+def test_real_images_from_neither_split_keep_the_claim(digits):
+    ctx = context(digits.test, digits, epsilon=1.0)
+    result = membership_check.run(ctx)
+    assert result.details["claim_violated"] is False
+    assert result.metrics["epsilon_lower_bound"].value <= 0.5
+    assert not any("PRIVACY CLAIM" in w for w in ctx.warnings)
+    assert "downstream_lira" not in result.details["attacks"]  # the quick profile trains no shadows
+
+
+def test_unlabelled_synthetic_set_skips_downstream_attacks_deterministically(digits):
+    unlabelled = ImageSet(digits.test.x.clone(), name="unlabelled")
+    first_ctx = context(unlabelled, digits, epsilon=None)
+    first = membership_check.run(first_ctx)
+    assert set(first.details["attacks"]) == BLACK_BOX
+    assert any("downstream classifier did not run" in w for w in first_ctx.warnings)
+    assert first.details["claimed_epsilon"] is None and first.details["claim_violated"] is False
+    second = membership_check.run(context(unlabelled, digits, epsilon=None))
+    assert as_json(first) == as_json(second)
+    assert np.isfinite(first.metrics["auc"].value)
