@@ -233,6 +233,8 @@ def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed
     from dpaudit.audit.result import load_result
     from dpaudit.reports.html import write_comparison
 
+    if not synthetic_sets and (dataset or members or holdout or test):
+        raise DpauditError("--dataset, --members, --holdout and --test name the reference of --synthetic sets; give --synthetic DIR too.")
     loaded = [load_result(path) for path in results]
     sources = [str(path) for path in results]
     if synthetic_sets:

@@ -288,6 +288,8 @@ def test_compare_cli_refuses_with_exit_code_2(tmp_path):
     assert not (tmp_path / "c.html").exists()
     one = runner.invoke(cli, ["compare", str(tmp_path / "a.json")])
     assert one.exit_code == 2 and "at least two results" in one.output
+    stray = runner.invoke(cli, ["compare", str(tmp_path / "a.json"), str(tmp_path / "a.json"), "--dataset", "digits"])
+    assert stray.exit_code == 2 and "give --synthetic DIR too" in stray.output
 
 
 def test_compare_profiles_differ_is_a_warning():
