@@ -167,6 +167,8 @@ def run(ctx: AuditContext) -> CheckResult:
         "claimed_epsilon": claimed,
         "claim_violated": violated,
         "epsilon_method": method,
+        # The one-run bound is proven for one training run; the Clopper-Pearson one is the usual practice.
+        "epsilon_by_method": {m: max(r.epsilon[m].value for r in results.values()) for m in ("clopper_pearson", "one_run")},
         "delta": delta,
         "confidence": CONFIDENCE,
         "alpha_per_bound": alpha,
