@@ -46,8 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from dpaudit.errors import DpauditError
 from dpaudit.generators.base import Generator, PrivacyReport, register
-from dpaudit.generators.dp_training import DPSGD, calibrate_noise, sample_rate_for, steps_for
+from dpaudit.generators.dp_training import DPSGD, calibrate_noise, require_positive, sample_rate_for, steps_for
 from dpaudit.images import ImageSet
 from dpaudit.privacy import PrivacyBudget, composed_epsilon
 
@@ -142,6 +143,12 @@ class BNMatching(Generator):
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         cfg, n = self.config, len(members)
+        require_positive(
+            cfg, "clf_batch_size", "clf_epochs", "clf_lr", "clf_max_grad_norm", "groups", "stats_clip",
+            "stats_noise_weight", "count_noise_weight", "synthesis_steps", "synthesis_batch", "synthesis_lr",
+        )
+        if not cfg.channels or any(c <= 0 or c % cfg.groups for c in cfg.channels):
+            raise DpauditError(f"--set channels: positive multiples of groups ({cfg.groups}) expected, got {cfg.channels}.")
         q = sample_rate_for(cfg.clf_batch_size, n)
         steps = steps_for(cfg.clf_epochs, q)
         sigma_clf, sigma_stats, sigma_count = calibrate_noise(

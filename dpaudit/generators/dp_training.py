@@ -28,6 +28,7 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from tqdm.auto import tqdm
 
+from dpaudit.errors import DpauditError
 from dpaudit.privacy import PrivacyBudget, composed_epsilon
 
 
@@ -47,19 +48,20 @@ def calibrate_noise(
         return composed_epsilon([(c * w, q, t) for q, t, w in stages], budget.delta, accountant)
 
     lo, hi = 1.0, 1.0
-    while eps(hi) > budget.epsilon:
-        hi *= 2
+    eps_hi = eps(hi)
+    while eps_hi > budget.epsilon:
+        lo, hi = hi, 2 * hi
+        eps_hi = eps(hi)
     while eps(lo) <= budget.epsilon:
-        lo /= 2
+        hi, eps_hi, lo = lo, eps(lo), lo / 2
     # Bisection by hand: opacus' get_noise_multiplier searches one (rate, steps) stage only.
-    for _ in range(100):
+    while eps_hi < budget.epsilon * (1 - rel_tolerance) and hi - lo > 1e-9 * hi:
         mid = (lo + hi) / 2
-        if eps(mid) > budget.epsilon:
+        eps_mid = eps(mid)
+        if eps_mid > budget.epsilon:
             lo = mid
         else:
-            hi = mid
-        if eps(hi) >= budget.epsilon * (1 - rel_tolerance):
-            break
+            hi, eps_hi = mid, eps_mid
     return [hi * w for _, _, w in stages]
 
 
@@ -155,6 +157,13 @@ class DPSGD:
         self.noise.set_state(state["noise"])
         self.sampler.set_state(state["sampler"])
         self.rng.set_state(state["rng"])
+
+
+def require_positive(config, *keys: str) -> None:
+    """A DpauditError naming the first of `keys` whose value in `config` is not positive."""
+    for key in keys:
+        if not getattr(config, key) > 0:
+            raise DpauditError(f"--set {key}: must be positive, got {getattr(config, key)}.")
 
 
 def sample_rate_for(batch_size: int, n: int) -> float:

@@ -36,8 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dpaudit.errors import DpauditError
 from dpaudit.generators.base import Generator, PrivacyReport, register
-from dpaudit.generators.dp_training import DPSGD, calibrate_noise, sample_rate_for, steps_for
+from dpaudit.generators.dp_training import DPSGD, calibrate_noise, require_positive, sample_rate_for, steps_for
 from dpaudit.images import ImageSet
 from dpaudit.privacy import PrivacyBudget, composed_epsilon
 
@@ -53,6 +54,9 @@ class LatentDiffusionConfig:
     ae_lr: float = 2e-3
     ae_max_grad_norm: float = 1.0
     ae_noise_weight: float = 1.0  # relative noise of stage 1 (the split of the budget)
+    ae_latent_penalty: float = 1e-2  # weight of mean(z^2): keeps latents of order 1 without data statistics
+    ae_latent_noise: float = 0.1  # std of noise added to z while training the decoder (robust decoding)
+    latent_bound: float = 3.0  # latents are clamped to [-b, b] for the diffusion and its samples
     diffusion_hidden: int = 256
     diffusion_layers: int = 3
     diffusion_batch_size: int = 1024
@@ -69,7 +73,7 @@ class LatentDiffusionConfig:
 
 
 class Autoencoder(nn.Module):
-    """Conv encoder (two stride-2 convs, FC, tanh) and a mirrored transposed-conv decoder."""
+    """Conv encoder (two stride-2 convs, FC) and a mirrored transposed-conv decoder."""
 
     def __init__(self, shape: tuple[int, int, int], latent_dim: int, width: int):
         super().__init__()
@@ -81,7 +85,7 @@ class Autoencoder(nn.Module):
             nn.Conv2d(channels, width, 4, 2, 1), nn.SiLU(), nn.Conv2d(width, 2 * width, 4, 2, 1), nn.SiLU(), nn.Flatten()
         )
         encoded = convs(torch.zeros(1, *shape)).shape[1]
-        self.encoder = nn.Sequential(*convs, nn.Linear(encoded, latent_dim), nn.Tanh())
+        self.encoder = nn.Sequential(*convs, nn.Linear(encoded, latent_dim))
         self.decode_fc = nn.Sequential(nn.Linear(latent_dim, flat), nn.SiLU())
         self.decode_conv = nn.Sequential(
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.SiLU(), nn.ConvTranspose2d(width, channels, 4, 2, 1),
@@ -140,6 +144,16 @@ class LatentDiffusion(Generator):
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         cfg, n = self.config, len(members)
+        require_positive(
+            cfg, "latent_dim", "ae_width", "ae_batch_size", "ae_epochs", "ae_lr", "ae_max_grad_norm", "ae_noise_weight",
+            "latent_bound", "diffusion_hidden", "diffusion_layers", "diffusion_batch_size", "diffusion_epochs",
+            "diffusion_lr", "diffusion_max_grad_norm", "diffusion_noise_weight", "noise_multiplicity", "timesteps",
+            "sample_steps",
+        )
+        if not 0 <= cfg.label_dropout < 1:
+            raise DpauditError(f"--set label_dropout: must be in [0, 1), got {cfg.label_dropout}.")
+        if cfg.sample_steps > cfg.timesteps:
+            raise DpauditError(f"--set sample_steps: at most timesteps ({cfg.timesteps}), got {cfg.sample_steps}.")
         q_ae, q_dm = sample_rate_for(cfg.ae_batch_size, n), sample_rate_for(cfg.diffusion_batch_size, n)
         t_ae, t_dm = steps_for(cfg.ae_epochs, q_ae), steps_for(cfg.diffusion_epochs, q_dm)
         sigma_ae, sigma_dm = calibrate_noise(
@@ -164,12 +178,16 @@ class LatentDiffusion(Generator):
         x = members.x
 
         def ae_loss(module, idx, rng):
-            return F.binary_cross_entropy_with_logits(module(x[idx]), x[idx], reduction="none").flatten(1).mean(1)
+            z = self.autoencoder.encode(x[idx])
+            noisy = z + cfg.ae_latent_noise * torch.randn(z.shape, generator=rng)
+            recon = F.binary_cross_entropy_with_logits(self.autoencoder.decode_logits(noisy), x[idx], reduction="none")
+            return recon.flatten(1).mean(1) + cfg.ae_latent_penalty * (z**2).mean(1)
 
         ae.train(ae_loss, t_ae, desc=f"{self.name}: autoencoder", progress=self.progress, after_step=save)
         # The latents are a non-private function of the members: only stage 2's DP-SGD reads them.
         with torch.no_grad():
             latents = torch.cat([self.autoencoder.encode(x[i : i + 2048]) for i in range(0, n, 2048)])
+            latents = latents.clamp(-cfg.latent_bound, cfg.latent_bound)
         y = members.y
 
         def dm_loss(module, idx, rng):
@@ -218,7 +236,7 @@ class LatentDiffusion(Generator):
                 if cfg.guidance:
                     eps = (1 + cfg.guidance) * eps - cfg.guidance * self.denoiser(z, tt, null, cfg.timesteps)
                 ab = self.alpha_bar[t]
-                z0 = ((z - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+                z0 = ((z - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-cfg.latent_bound, cfg.latent_bound)
                 ab_prev = self.alpha_bar[times[j + 1]] if j + 1 < len(times) else torch.tensor(1.0)
                 z = ab_prev.sqrt() * z0 + (1 - ab_prev).sqrt() * eps
             out.append(torch.sigmoid(self.autoencoder.decode_logits(z)))

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpaudit.generators.base import Generator, PrivacyReport, register
-from dpaudit.generators.dp_training import DPSGD, calibrate_noise, sample_rate_for, steps_for
+from dpaudit.generators.dp_training import DPSGD, calibrate_noise, require_positive, sample_rate_for, steps_for
 from dpaudit.images import ImageSet
 from dpaudit.privacy import PrivacyBudget, dpsgd_epsilon
 
@@ -138,6 +138,7 @@ class LipschitzVAEGenerator(Generator):
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         cfg, n = self.config, len(members)
+        require_positive(cfg, "latent_dim", "hidden", "lipschitz", "latent_std", "batch_size", "epochs", "lr", "max_grad_norm")
         q = sample_rate_for(cfg.batch_size, n)
         steps = steps_for(cfg.epochs, q)
         (sigma,) = calibrate_noise(budget, [(q, steps, 1.0)], cfg.accountant)

@@ -1,0 +1,114 @@
+"""DP batch-norm-statistics matching on the embedded digits: the released statistics and their
+sensitivity, the accounting of classifier + statistics + counts against opacus, learning,
+determinism and soft labels."""
+
+import math
+
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from dpaudit.errors import DpauditError
+from dpaudit.generators import GENERATORS
+from dpaudit.generators.bn_matching import BNMatching, StatsClassifier, clip_rows, per_sample_stats, total_variation
+from dpaudit.privacy import PrivacyBudget
+from tests.generators.opacus_reference import opacus_epsilon
+
+TINY = ["clf_batch_size=64", "clf_epochs=0.3", "channels=4,8,8", "groups=2", "synthesis_steps=5", "synthesis_batch=10"]
+
+
+def fit(members, epsilon=10.0, overrides=(), seed=0):
+    return BNMatching.from_options([*TINY, *overrides]).fit(members, PrivacyBudget(epsilon, 1e-5), seed=seed)
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    return fit(digits.members)
+
+
+def test_registered_under_its_cli_name():
+    assert GENERATORS["bn-matching"] is BNMatching
+
+
+def test_per_sample_statistics_are_channel_means_and_second_moments_of_standardised_activations():
+    torch.manual_seed(0)
+    model = StatsClassifier(1, 3, (4, 8), 2)
+    x = torch.rand(5, 1, 8, 8)
+    _, layers = model.forward_with_stats(x)
+    a = model.convs[0](x).view(5, 2, 2, 8, 8)  # two groups of two channels
+    standardised = ((a - a.mean((2, 3, 4), keepdim=True)) / (a.var((2, 3, 4), unbiased=False, keepdim=True) + 1e-5).sqrt()).view(5, 4, 8, 8)
+    torch.testing.assert_close(layers[0], standardised, atol=1e-5, rtol=1e-4)
+    v = per_sample_stats(layers)
+    assert v.shape == (5, 2 * (4 + 8))
+    torch.testing.assert_close(v[:, :4], standardised.mean((2, 3)), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(v[:, 4:8], (standardised**2).mean((2, 3)), atol=1e-5, rtol=1e-4)
+
+
+def test_clipping_bounds_each_record_so_the_sensitivity_holds():
+    v = torch.randn(100, 7) * torch.linspace(0.1, 10, 100).unsqueeze(1)
+    clipped = clip_rows(v, 2.0)
+    assert (clipped.norm(dim=1) <= 2.0 + 1e-5).all()
+    small = v.norm(dim=1) <= 2.0
+    torch.testing.assert_close(clipped[small], v[small])
+
+
+def test_noiseless_release_equals_the_class_means_of_the_clipped_statistics(digits):
+    gen = fit(digits.members, math.inf, ["stats_clip=1.5"])
+    with torch.no_grad():
+        _, layers = gen.classifier.forward_with_stats(digits.members.x)
+        v = clip_rows(per_sample_stats(layers), 1.5)
+    for c in (0, 9):
+        torch.testing.assert_close(gen.class_stats[c], v[digits.members.y == c].mean(0), atol=1e-5, rtol=1e-4)
+    assert gen.class_counts.tolist() == torch.bincount(digits.members.y, minlength=10).float().tolist()
+
+
+def test_history_covers_classifier_statistics_and_counts_as_opacus_does(fitted, digits):
+    report = fitted.privacy_report()
+    q = 64 / len(digits.members)
+    sigma = report["sigma"]
+    assert report["history"] == [[sigma, q, math.ceil(0.3 / q)], [report["sigma_stats"], 1.0, 1], [report["sigma_count"], 1.0, 1]]
+    assert report["sigma_stats"] == pytest.approx(4 * sigma) and report["sigma_count"] == pytest.approx(4 * sigma)
+    assert report["epsilon"] == pytest.approx(opacus_epsilon(report["history"], 1e-5), rel=1e-12)
+
+
+@pytest.mark.parametrize("epsilon", [1.0, 10.0])
+def test_calibration_hits_the_requested_epsilon_within_one_percent(digits, epsilon):
+    report = fit(digits.members, epsilon, ["stats_noise_weight=2"]).privacy_report()
+    assert 0.99 * epsilon <= report["epsilon"] <= epsilon
+
+
+def test_a_run_asked_for_epsilon_one_never_reports_more(digits):
+    report = fit(digits.members, 1.0, ["clf_epochs=1", "clf_batch_size=400"]).privacy_report()
+    assert report["epsilon"] <= 1.0 and report["sigma"] > 0
+
+
+def test_total_variation_of_a_known_image():
+    x = torch.zeros(1, 1, 4, 4)
+    x[..., :, 2:] = 1.0  # one vertical edge: 4 of the 12 horizontal neighbour pairs differ
+    assert float(total_variation(x)) == pytest.approx(4 / 12)
+
+
+def test_learns_class_structure(digits):
+    """Non-private (clipped, no noise): a classifier trained on the REAL members recognises the
+    class of the synthesised digits above chance (10%)."""
+    gen = fit(digits.members, math.inf, ["clf_epochs=5", "clf_batch_size=128", "channels=8,16,16", "groups=4",
+                                         "synthesis_steps=100", "synthesis_batch=20"])
+    synthetic = gen.sample(100, seed=0)
+    real = LogisticRegression(max_iter=2000).fit(digits.members.x.flatten(1).numpy(), digits.members.y.numpy())
+    assert real.score(synthetic.x.flatten(1).numpy(), synthetic.y.numpy()) > 0.3
+
+
+def test_same_seed_same_run_and_soft_labels(digits, fitted):
+    again = fit(digits.members)
+    assert torch.equal(again.class_stats, fitted.class_stats)
+    first = fitted.sample(20, seed=3)
+    assert torch.equal(again.sample(20, seed=3).x, first.x)
+    soft = fitted.soft_labels(first)
+    assert soft.shape == (20, 10)
+    torch.testing.assert_close(soft.sum(1), torch.ones(20))
+
+
+@pytest.mark.parametrize("override", ["channels=4,6", "stats_clip=0", "synthesis_steps=0"])
+def test_bad_options_are_one_sentence_errors(digits, override):
+    with pytest.raises(DpauditError, match=override.split("=")[0]):
+        fit(digits.members, overrides=[override])

@@ -1,0 +1,130 @@
+"""DP latent diffusion on the embedded digits: both DP-SGD stages in one opacus history, the
+calibration of the split budget, noise multiplicity inside one clipped gradient, learning,
+determinism and resume after an interruption in the second stage."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dpaudit.errors import DpauditError
+from dpaudit.generators import GENERATORS, Checkpointer
+from dpaudit.generators.dp_training import DPSGD
+from dpaudit.generators.latent_diffusion import Denoiser, LatentDiffusion, alpha_bars
+from dpaudit.privacy import PrivacyBudget
+from tests.generators.opacus_reference import opacus_epsilon
+
+TINY = ["ae_width=4", "latent_dim=4", "ae_batch_size=64", "ae_epochs=0.2", "diffusion_hidden=16",
+        "diffusion_layers=2", "diffusion_batch_size=128", "diffusion_epochs=0.5", "noise_multiplicity=2",
+        "timesteps=50", "sample_steps=10"]
+
+
+def fit(members, epsilon=10.0, overrides=(), seed=0, **kwargs):
+    gen = LatentDiffusion.from_options([*TINY, *overrides], **kwargs)
+    return gen.fit(members, PrivacyBudget(epsilon, 1e-5), seed=seed)
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    return fit(digits.members)
+
+
+def test_registered_under_its_cli_name():
+    assert GENERATORS["latent-diffusion"] is LatentDiffusion
+
+
+def test_both_stages_are_in_one_history_equal_to_opacus_called_directly(fitted, digits):
+    report = fitted.privacy_report()
+    n = len(digits.members)
+    q_ae, q_dm = 64 / n, 128 / n
+    assert [h[1:] for h in report["history"]] == [[q_ae, math.ceil(0.2 / q_ae)], [q_dm, math.ceil(0.5 / q_dm)]]
+    assert report["history"][0][0] == report["history"][1][0]  # equal noise weights: equal sigmas
+    assert report["epsilon"] == pytest.approx(opacus_epsilon(report["history"], 1e-5), rel=1e-12)
+    # The composition is tighter than the sum of the stages' own epsilons, and exceeds each.
+    alone = [opacus_epsilon([h], 1e-5) for h in report["history"]]
+    assert max(alone) < report["epsilon"] < sum(alone)
+
+
+@pytest.mark.parametrize("epsilon", [1.0, 10.0])
+def test_calibration_hits_the_requested_epsilon_within_one_percent(digits, epsilon):
+    report = fit(digits.members, epsilon, ["diffusion_noise_weight=2"]).privacy_report()
+    assert 0.99 * epsilon <= report["epsilon"] <= epsilon
+    assert report["history"][1][0] == pytest.approx(2 * report["history"][0][0])
+
+
+def test_a_run_asked_for_epsilon_one_never_reports_more(digits):
+    report = fit(digits.members, 1.0, ["ae_batch_size=500", "diffusion_epochs=1.5"]).privacy_report()
+    assert report["epsilon"] <= 1.0 and report["sigma"] > 0
+
+
+def test_noise_multiplicity_gives_one_gradient_per_record():
+    """opacus' per-sample gradient of a record with K draws equals autograd's gradient of that
+    record's loss averaged over its draws (so clipping bounds the record, not each draw)."""
+    from opacus import GradSampleModule
+
+    torch.manual_seed(0)
+    model = Denoiser(3, 4, 8, 2)
+    gsm = GradSampleModule(model, loss_reduction="sum")
+    z, t, y = torch.randn(2, 5, 3), torch.randint(0, 50, (2, 5)), torch.randint(0, 5, (2, 5))
+    gsm(z, t, y, 50).pow(2).mean((1, 2)).sum().backward()
+    per_sample = [p.grad_sample.clone() for p in model.parameters()]
+    gsm.to_standard_module()
+    for i in range(2):
+        expected = torch.autograd.grad(model(z[i], t[i], y[i], 50).pow(2).mean(), list(model.parameters()))
+        for got, want in zip(per_sample, expected):
+            torch.testing.assert_close(got[i], want)
+
+
+def test_schedule_matches_ddpm():
+    ab = alpha_bars(1000)
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    torch.testing.assert_close(ab, torch.cumprod(1 - betas, 0).float())
+
+
+def test_learns_the_data(digits):
+    """Non-private (clipped, no noise): the autoencoder halves the pixel variance it must explain,
+    and samples are nearer the members than noise images of the same pixel mean and spread."""
+    gen = fit(digits.members, math.inf, ["ae_width=8", "latent_dim=8", "ae_epochs=6", "diffusion_epochs=3"])
+    test = digits.test.x
+    with torch.no_grad():
+        recon = torch.sigmoid(gen.autoencoder(test))
+    assert F.mse_loss(recon, test) < 0.5 * test.var()
+    synthetic = gen.sample(200, seed=0).x.flatten(1)
+    members = digits.members.x.flatten(1)
+    noise = (members.mean(0) + members.std(0) * torch.randn(200, members.shape[1], generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    nearest = lambda a: torch.cdist(a, members).min(1).values.mean()  # noqa: E731
+    assert nearest(synthetic) < 0.8 * nearest(noise)
+
+
+def test_same_seed_same_run(digits, fitted):
+    again = fit(digits.members)
+    assert again.privacy_report()["history"] == fitted.privacy_report()["history"]
+    assert torch.equal(again.sample(20, seed=3).x, fitted.sample(20, seed=3).x)
+    assert not torch.equal(fit(digits.members, seed=1).sample(20, seed=3).x, fitted.sample(20, seed=3).x)
+
+
+def test_resume_in_the_second_stage_equals_an_uninterrupted_run(digits, tmp_path, monkeypatch):
+    reference = fit(digits.members, seed=2).sample(10, seed=4).x
+    ae_steps = math.ceil(0.2 / (64 / len(digits.members)))
+    original, calls = DPSGD.batch, {"n": 0}
+
+    def interrupted(self):
+        calls["n"] += 1
+        if calls["n"] == ae_steps + 2:  # two steps into the diffusion stage
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(DPSGD, "batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(digits.members, seed=2, checkpoint=Checkpointer(tmp_path, every_steps=1))
+    monkeypatch.setattr(DPSGD, "batch", original)
+    resumed = fit(digits.members, seed=2, checkpoint=Checkpointer(tmp_path, every_steps=1))
+    assert torch.equal(resumed.sample(10, seed=4).x, reference)
+    assert [h[2] for h in resumed.privacy_report()["history"]] == [h[2] for h in fit(digits.members, seed=2).privacy_report()["history"]]
+
+
+@pytest.mark.parametrize("override", ["label_dropout=1.0", "sample_steps=60", "noise_multiplicity=0"])
+def test_bad_options_are_one_sentence_errors(digits, override):
+    with pytest.raises(DpauditError, match=override.split("=")[0]):
+        fit(digits.members, overrides=[override])
