@@ -73,19 +73,19 @@ def nearest_neighbors(
     """The k nearest `refs` of every query by squared L2: (sq_dists [N, k], idx [N, k]), closest first.
 
     Exact: candidates come from a blocked matrix product (||b||^2 - 2ab), and the best
-    k + CANDIDATE_MARGIN of them are re-measured directly in float64; ties go to the lower index.
+    k + CANDIDATE_MARGIN of them are re-measured directly (float64 sums); ties go to the lower index.
     Rows are flattened, so images (N x C x H x W) and features (N x D) both work.
     """
-    q = queries.reshape(len(queries), -1).float()
-    r = refs.reshape(len(refs), -1).float()
-    if q.shape[1] != r.shape[1] or len(r) == 0:
-        raise ValueError(f"cannot match {tuple(q.shape)} queries against {tuple(r.shape)} references")
-    k = min(k, len(r))
-    n_cand = min(len(r), k + CANDIDATE_MARGIN)
+    q0 = queries.reshape(len(queries), -1).float()
+    r0 = refs.reshape(len(refs), -1).float()
+    if q0.shape[1] != r0.shape[1] or len(r0) == 0:
+        raise ValueError(f"cannot match {tuple(q0.shape)} queries against {tuple(r0.shape)} references")
+    k = min(k, len(r0))
+    n_cand = min(len(r0), k + CANDIDATE_MARGIN)
     # Shifting both sets by the same vector keeps distances and shrinks the norms (less cancellation).
-    center = r.mean(0)
-    q = q - center
-    r = (r - center).contiguous()
+    center = r0.mean(0)
+    q = q0 - center
+    r = (r0 - center).contiguous()
     r_sq = (r * r).sum(1)
     out_d = torch.empty(len(q), k, dtype=torch.float32)
     out_i = torch.empty(len(q), k, dtype=torch.long)
@@ -103,9 +103,10 @@ def nearest_neighbors(
                 vals, pos = vals.topk(n_cand, dim=1, largest=False, sorted=False)
                 ids = ids.gather(1, pos)
             best_d, best_i = vals, ids
-        # Re-measure the candidates directly: no cancellation, float64 sums.
+        # Re-measure the candidates directly on the unshifted data: no cancellation, float64 sums.
         best_i, _ = best_i.sort(1)
-        exact = (qb[:, None, :].double() - r[best_i].double()).pow(2).sum(-1)
+        q0b = q0[qs : qs + block_size]
+        exact = torch.stack([(q0b - r0[best_i[:, j]]).double().pow(2).sum(1) for j in range(best_i.shape[1])], 1)
         order = exact.argsort(dim=1, stable=True)[:, :k]
         out_d[qs : qs + block_size] = exact.gather(1, order).float()
         out_i[qs : qs + block_size] = best_i.gather(1, order)

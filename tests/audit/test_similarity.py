@@ -57,7 +57,7 @@ def test_nearest_neighbors_exact_where_the_expanded_formula_cancels():
     dist, idx = nearest_neighbors(queries, refs, k=2)
     want_d, want_i = brute_force(queries, refs, 2)
     assert torch.equal(idx, want_i)
-    assert torch.allclose(dist.double(), want_d, rtol=1e-5)
+    assert torch.allclose(dist.double(), want_d, rtol=1e-6)
 
 
 def test_nearest_neighbors_takes_images_and_caps_k():
