@@ -352,7 +352,7 @@ def run_memorization(ctx: AuditContext) -> CheckResult:
     secrets = pick[attack.secret_idx]
     members, synthetic = _score(ctx, attack.decoded, None)
     control, c_pick = _malicious(ctx.reference.members, settings, num_classes, ctx.seed, "malicious training (control)")
-    c_members, _ = _score(ctx, control.decoded, None)
+    c_members, c_synthetic = _score(ctx, control.decoded, None)
 
     n = {"decoded": len(secrets)}
     result = CheckResult("memorization")
@@ -388,5 +388,6 @@ def run_memorization(ctx: AuditContext) -> CheckResult:
         },
     }
     _grid(ctx, result, attack.decoded, members, synthetic, "images decoded from a maliciously trained classifier")
+    _grid(ctx, result, control.decoded, c_members, c_synthetic, "control: images decoded after malicious training on the members", "control_grid")
     result.seconds = time.perf_counter() - start
     return result
