@@ -273,8 +273,7 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
     run resumes from its checkpoint when started again with the same options."""
     from dpaudit.datasets import load_split
     from dpaudit.generators import Checkpointer, get_generator
-    from dpaudit.images import load_images, save_images
-    from dpaudit.manifest import Manifest
+    from dpaudit.images import load_images
     from dpaudit.privacy import PrivacyBudget
 
     cls = get_generator(method)
@@ -292,21 +291,69 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
     checkpoint = Checkpointer(checkpoint_dir or out / ".checkpoint")
     generator = cls.from_options(overrides, device=device, checkpoint=checkpoint, progress=True)
     generator.fit(train_set, budget, seed)
+    written = write_samples(generator, train_set, budget, num, labels, seed, out, fmt, dataset or str(members), split)
+    click.echo(f"wrote {num} {method} images to {written}; "
+               f"epsilon {generator.privacy_report()['epsilon']:.4g} at delta {delta:g}")
+
+
+def write_samples(generator, train_set, budget, num, labels, seed, out, fmt, dataset, split):
+    """Sample a fitted generator and write the images and their manifest.json to `out`."""
+    from dpaudit.images import save_images
+    from dpaudit.manifest import Manifest
+
     images = generator.sample(num, labels, seed=seed)
     written = save_images(images, out, fmt)
     report = generator.privacy_report()
-    manifest = Manifest.new(
-        method,
+    Manifest.new(
+        generator.name,
         epsilon=report["epsilon"] if budget.is_private else None,
-        delta=delta if budget.is_private else None,
-        dataset=dataset or str(members),
+        delta=budget.delta if budget.is_private else None,
+        dataset=dataset,
         split_id=split,
         seed=seed,
         details={**report, "labels": labels, "members_fingerprint": train_set.fingerprint(),
                  "config": dataclasses.asdict(generator.config)},
-    )
-    manifest.write(out)
-    click.echo(f"wrote {num} {method} images to {written}; epsilon {report['epsilon']:.4g} at delta {delta:g}")
+    ).write(out)
+    return written
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default="dpaudit-demo", show_default=True,
+              help="Folder for the synthetic set, result.json and report.html.")
+@click.option("--method", default="dp-merf", show_default=True, help="The generator to train (see `dpaudit generate`).")
+@click.option("--epsilon", type=float, default=10.0, show_default=True)
+@click.option("--delta", type=float, default=1e-5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(out, method, epsilon, delta, seed):
+    """The whole job on the embedded digits set: train a DP generator on the digits members,
+    audit its samples against digits (quick profile), and write the HTML report."""
+    from dpaudit.audit.pipeline import evaluate
+    from dpaudit.datasets import load_split
+    from dpaudit.generators import get_generator
+    from dpaudit.images import load_images
+    from dpaudit.manifest import read_manifest
+    from dpaudit.privacy import PrivacyBudget
+    from dpaudit.reports.html import write_report
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise DpauditError(f"{out}: the folder is not empty; choose a new --out.")
+    reference = load_split("digits", seed)
+    budget = PrivacyBudget(epsilon, delta)
+    click.echo(f"1/3 training {method} on {len(reference.members)} digits members at epsilon {epsilon:g}")
+    generator = get_generator(method).from_options(progress=True).fit(reference.members, budget, seed)
+    synthetic_dir = out / "synthetic"
+    write_samples(generator, reference.members, budget, len(reference.members), "balanced", seed,
+                  synthetic_dir, "png", "digits", reference.split_id)
+    click.echo(f"2/3 auditing {len(reference.members)} samples in {synthetic_dir}")
+    synthetic = load_images(synthetic_dir, name=f"{method}-digits", num_classes=reference.members.num_classes)
+    result = evaluate(synthetic, reference, profile="quick", seed=seed, manifest=read_manifest(synthetic_dir))
+    result.save(out / "result.json")
+    click.echo(f"3/3 wrote {write_report(result, out / 'report.html')}")
+    for path in ("utility.tstr_accuracy", "fidelity.fid", "similarity.near_copy_excess", "membership.auc",
+                 "membership.epsilon_lower_bound"):
+        if path.split(".")[0] in result.checks:
+            click.echo(f"  {path:<32} {result.get(path):.4g}")
 
 
 def main() -> None:

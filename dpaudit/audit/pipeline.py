@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from dpaudit import __version__
 from dpaudit.audit import fidelity, membership_check, reconstruction_checks, similarity, utility
 from dpaudit.audit.context import AuditContext
-from dpaudit.audit.features import load_extractor
+from dpaudit.audit.features import FeatureExtractor, load_extractor
 from dpaudit.audit.result import AuditResult, CheckResult, encode_png
 from dpaudit.datasets import Reference
 from dpaudit.errors import DpauditError
@@ -98,6 +98,31 @@ def sample_grid(images: ImageSet, per_row: int = SAMPLE_GRID_SIZE, seed: int = 0
     return to_uint8(grid).numpy()
 
 
+class LazyExtractor:
+    """The feature extractor, loaded on first use: an audit whose checks need no features never
+    pays for it (for a custom reference, loading means training a LeNet on the members)."""
+
+    def __init__(self, load: Callable[[], FeatureExtractor]):
+        self._load = load
+        self._extractor: FeatureExtractor | None = None
+
+    def get(self) -> FeatureExtractor:
+        if self._extractor is None:
+            self._extractor = self._load()
+        return self._extractor
+
+    def __call__(self, images: ImageSet) -> torch.Tensor:
+        return self.get()(images)
+
+    def __getattr__(self, name: str):
+        return getattr(self.get(), name)
+
+    def describe(self) -> dict:
+        if self._extractor is None:
+            return {"name": None, "note": "no check of this audit used image features"}
+        return self._extractor.describe()
+
+
 def evaluate(
     synthetic: ImageSet,
     reference: Reference,
@@ -124,7 +149,7 @@ def evaluate(
         if skipped:
             ctx.warn(f"The synthetic set has no labels, so {', '.join(skipped)} did not run.")
         checks = [c for c in checks if c not in NEEDS_LABELS]
-    feature_extractor = load_extractor(reference, extractor, ctx.device)
+    feature_extractor = LazyExtractor(lambda: load_extractor(reference, extractor, ctx.device))
     ctx.extractor = feature_extractor
 
     results = {}

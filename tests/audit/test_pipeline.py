@@ -7,6 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from dpaudit.audit import pipeline
 from dpaudit.audit.pipeline import CHECKS, evaluate, sample_grid, validate
 from dpaudit.audit.result import load_result
 from dpaudit.cli import cli
@@ -107,3 +108,13 @@ def test_cli_evaluate_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(cli, ["evaluate", "--synthetic", str(tmp_path / "empty"), "--dataset", "digits"])
     assert result.exit_code == 2 and "holds no PNG or JPEG" in result.output
+
+
+def test_extractor_is_loaded_only_when_a_check_needs_features(digits, monkeypatch):
+    calls = []
+    real = pipeline.load_extractor
+    monkeypatch.setattr(pipeline, "load_extractor", lambda *a: calls.append(a) or real(*a))
+    result = evaluate(digits.test, digits, checks=["similarity"], progress=False)
+    assert calls == [] and result.feature_extractor["name"] is None
+    result = evaluate(digits.test, digits, checks=["fidelity"], progress=False)
+    assert len(calls) == 1 and result.feature_extractor["name"] == "lenet-digits"
