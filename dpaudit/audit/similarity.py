@@ -41,6 +41,7 @@ SSIM_MAX_KERNEL = 11
 # Extra L2 candidates whose distances are recomputed exactly: the expanded formula loses
 # precision to cancellation, so near-ties may come out of the matrix product misordered.
 CANDIDATE_MARGIN = 4
+SSIM_PAIRS_PER_CHUNK = 8192
 HIST_EDGES = np.linspace(0.0, 1.0, 21)
 
 
@@ -158,7 +159,11 @@ def match_to_reference(
     sq, idx = nearest_neighbors(queries, refs, k=top_k, progress=progress)
     nearest = idx[:, 0]
     k = idx.shape[1]
-    candidate_ssim = pairwise_ssim(queries.repeat_interleave(k, 0), refs[idx.reshape(-1)]).reshape(-1, k)
+    chunk = max(1, SSIM_PAIRS_PER_CHUNK // k)  # bounds the memory of the N x k candidate pairs
+    candidate_ssim = torch.cat([
+        pairwise_ssim(queries[i : i + chunk].repeat_interleave(k, 0), refs[idx[i : i + chunk].reshape(-1)]).reshape(-1, k)
+        for i in range(0, len(queries), chunk)
+    ])
     best, pos = candidate_ssim.max(1)
     return Matches(
         idx=nearest,
