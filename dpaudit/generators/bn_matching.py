@@ -6,8 +6,7 @@ and the batch-norm-style statistics DeepInversion matches are released separatel
 
 1. DP-SGD (opacus) trains the classifier `StatsClassifier` on the members (image, label):
    Poisson rate q, T steps, clip C, noise multiplier sigma_clf.
-2. For every member, the per-sample statistics vector v(x) concatenates, for each of the three
-   conv layers l, the per-channel spatial mean and mean of squares of the layer's
+2. For every member, the per-sample statistics vector v(x) concatenates, for each conv layer l, the per-channel spatial mean and mean of squares of the layer's
    group-standardised activations (GroupNorm without its affine part, which the classifier
    then scales and shifts). v(x) is clipped to L2 norm `stats_clip`. The per-class sums
    S_c = sum_{i: y_i = c} v(x_i) are released with N(0, (sigma_stats * stats_clip)^2) on each

@@ -66,7 +66,7 @@ def calibrate_noise(
 
 
 class DPSGD:
-    """One DP-SGD stage: `steps(loss_fn, n)` runs Poisson-sampled, clipped, noised steps.
+    """One DP-SGD stage: `train(loss_fn, steps)` runs Poisson-sampled, clipped, noised steps.
 
     `loss_fn(module, indices, rng)` returns one loss per sampled record (a tensor [B]); the
     module is opacus' GradSampleModule around `model`, `rng` a seeded torch generator for the
