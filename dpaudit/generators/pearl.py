@@ -69,7 +69,7 @@ class EmbeddingConfig:
     latent_dim: int = 32
     decoder: Literal["conv", "mlp"] = "conv"
     width: int = 16  # channels of the conv decoder's last hidden layer; the MLP's is 16x
-    steps: int = 1200
+    steps: int = 2400
     batch_size: int = 200  # generated images per step
     unbiased: bool = False  # True: the U-statistic in the generated samples (see _loss_terms)
     lr: float = 1e-3  # Adam, cosine-decayed to 5% of it over the steps
