@@ -261,7 +261,8 @@ def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed
 @click.option("--labels", type=click.Choice(["balanced", "proportional"]), default="balanced", show_default=True,
               help="Class labels of the samples: balanced, or proportional to the DP-released class counts.")
 @click.option("--format", "fmt", type=click.Choice(["png", "npz"]), default="png", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generator's randomness.")
+@click.option("--seed", type=int, help="Seed of the generator's randomness, DP noise included (default: a secret "
+              "random seed; a private run's manifest never records it).")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Where to keep checkpoints (default: OUT/.checkpoint).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
 @data_root_option
@@ -288,16 +289,40 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
         train_set, split = private.members, private.split_id
     else:
         train_set, split = load_images(members, name="members"), None
-    checkpoint = Checkpointer(checkpoint_dir or out / ".checkpoint")
+    checkpoint_dir = Path(checkpoint_dir or out / ".checkpoint")
+    seed = seed if seed is not None else secret_seed(checkpoint_dir)
+    checkpoint = Checkpointer(checkpoint_dir)
     generator = cls.from_options(overrides, device=device, checkpoint=checkpoint, progress=True)
     generator.fit(train_set, budget, seed)
+    (checkpoint_dir / SECRET_SEED_FILE).unlink(missing_ok=True)
+    if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
+        checkpoint_dir.rmdir()
     written = write_samples(generator, train_set, budget, num, labels, seed, out, fmt, dataset or str(members), split)
     click.echo(f"wrote {num} {method} images to {written}; "
                f"epsilon {generator.privacy_report()['epsilon']:.4g} at delta {delta:g}")
 
 
+SECRET_SEED_FILE = "secret-seed"
+
+
+def secret_seed(checkpoint_dir: Path) -> int:
+    """A seed from the OS's entropy, kept beside the checkpoint (as private as the data) so that
+    an interrupted run resumes with it. Anyone who knows the seed of a DP run can subtract its
+    noise, so by default nobody does."""
+    import secrets
+
+    path = checkpoint_dir / SECRET_SEED_FILE
+    if path.is_file():
+        return int(path.read_text())
+    seed = secrets.randbits(62)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(seed))
+    return seed
+
+
 def write_samples(generator, train_set, budget, num, labels, seed, out, fmt, dataset, split):
-    """Sample a fitted generator and write the images and their manifest.json to `out`."""
+    """Sample a fitted generator and write the images and their manifest.json to `out`.
+    The manifest of a private run withholds the seed: its DP noise could be recomputed from it."""
     from dpaudit.images import save_images
     from dpaudit.manifest import Manifest
 
@@ -310,7 +335,7 @@ def write_samples(generator, train_set, budget, num, labels, seed, out, fmt, dat
         delta=budget.delta if budget.is_private else None,
         dataset=dataset,
         split_id=split,
-        seed=seed,
+        seed=None if budget.is_private else seed,
         details={**report, "labels": labels, "members_fingerprint": train_set.fingerprint(),
                  "config": dataclasses.asdict(generator.config)},
     ).write(out)

@@ -147,6 +147,18 @@ def test_generate_command_writes_images_and_manifest(tmp_path):
     assert again.exit_code == 2 and "not empty" in again.output
 
 
+def test_generate_without_seed_draws_a_secret_one(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        argv = ["generate", "dp-merf", "--dataset", "digits", "--epsilon", "1", "--num", "20", "--out", str(tmp_path / name)]
+        assert CliRunner().invoke(cli, argv + TINY).exit_code == 0
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        assert manifest["seed"] is None
+        runs.append(load_images(tmp_path / name))
+        assert not (tmp_path / name / ".checkpoint").exists()
+    assert not torch.equal(runs[0].x, runs[1].x)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
