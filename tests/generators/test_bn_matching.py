@@ -44,6 +44,22 @@ def test_per_sample_statistics_are_channel_means_and_second_moments_of_standardi
     torch.testing.assert_close(v[:, 4:8], (standardised**2).mean((2, 3)), atol=1e-5, rtol=1e-4)
 
 
+def test_opacus_per_sample_gradients_of_the_classifier_are_exact():
+    from opacus import GradSampleModule
+
+    torch.manual_seed(0)
+    model = StatsClassifier(1, 3, (4, 8), 2)
+    x, y = torch.rand(3, 1, 8, 8), torch.tensor([0, 2, 1])
+    gsm = GradSampleModule(model, loss_reduction="sum")
+    torch.nn.functional.cross_entropy(gsm(x), y, reduction="sum").backward()
+    per_sample = [p.grad_sample.clone() for p in model.parameters()]
+    gsm.to_standard_module()
+    for i in range(3):
+        expected = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]), list(model.parameters()))
+        for got, want in zip(per_sample, expected):
+            torch.testing.assert_close(got[i], want, atol=1e-5, rtol=1e-4)
+
+
 def test_clipping_bounds_each_record_so_the_sensitivity_holds():
     v = torch.randn(100, 7) * torch.linspace(0.1, 10, 100).unsqueeze(1)
     clipped = clip_rows(v, 2.0)
