@@ -314,7 +314,9 @@ def secret_seed(checkpoint_dir: Path) -> int:
     path = checkpoint_dir / SECRET_SEED_FILE
     if path.is_file():
         return int(path.read_text())
-    seed = secrets.randbits(62)
+    # 40 bits: too many to try one by one, and room for the generators' seed arithmetic
+    # (dpsgd-gan derives per-step seeds as seed * 1,000,003 + step within torch's 64 bits).
+    seed = secrets.randbits(40)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(str(seed))
     return seed

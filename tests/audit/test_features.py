@@ -32,7 +32,8 @@ def test_shipped_digits_extractor(digits):
     f = extractor(digits.holdout)
     assert f.shape == (360, 84) and f.dtype == torch.float32
     assert torch.equal(f, extractor(digits.holdout))  # deterministic
-    assert torch.equal(f[:7], extractor(digits.holdout.subset(range(7))))  # batching does not matter here
+    # Batch size changes only the last bits (BLAS kernels differ by matrix size).
+    assert torch.allclose(f[:7], extractor(digits.holdout.subset(range(7))), atol=1e-5)
 
 
 def test_shipped_digits_net_has_the_recorded_test_accuracy(digits):
