@@ -9,7 +9,6 @@ seen by a generator). The official test split is used only for utility. Random r
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import os
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dpaudit.errors import DpauditError
-from dpaudit.images import ImageSet, from_array, read_idx
+from dpaudit.images import ImageSet, from_array, read_idx, read_idx_bytes
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/dataset-fashion-mnist")
 IDX_FILES = {
@@ -144,15 +143,6 @@ def _download(name: str) -> None:
         raise DpauditError(f"downloading {name!r} through torchvision failed ({e}).") from None
 
 
-def _sha256_of_content(path: Path) -> str:
-    opener = gzip.open if path.suffix == ".gz" else open
-    h = hashlib.sha256()
-    with opener(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @functools.lru_cache(maxsize=4)
 def _load_official_cached(name: str, folder: str) -> tuple[ImageSet, ImageSet]:
     info = DATASETS[name]
@@ -176,9 +166,10 @@ def _load_official_cached(name: str, folder: str) -> tuple[ImageSet, ImageSet]:
     arrays = {}
     for key, stem in IDX_FILES.items():
         path = _idx_file(Path(folder), stem)
-        if _sha256_of_content(path) != info.sha256[key]:
+        raw = read_idx_bytes(path)  # decompressed once: hashed, then parsed
+        if hashlib.sha256(raw).hexdigest() != info.sha256[key]:
             raise DpauditError(f"{path}: checksum mismatch; the file is corrupt or not the official {name}.")
-        arrays[key] = read_idx(path)
+        arrays[key] = read_idx(path, raw)
     train = from_array(arrays["train_x"], arrays["train_y"], name=f"{name}-train", source=folder, num_classes=10)
     test = from_array(arrays["test_x"], arrays["test_y"], name=f"{name}-test", source=folder, num_classes=10)
     return train, test

@@ -293,16 +293,23 @@ def read_npz(path: Path, *, name: str, num_classes: int | None = None) -> ImageS
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """An IDX file (plain or gzip) as a numpy array. Hand-written: the format is 4 header bytes
-    and big-endian sizes, and torchvision's reader is private API."""
+def read_idx_bytes(path: str | Path) -> bytes:
+    """The content of an IDX file, decompressed when it ends in .gz."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as fh:
-            raw = fh.read()
+            return fh.read()
     except (OSError, EOFError) as e:
         raise DpauditError(f"{path}: cannot read the IDX file ({e}).") from None
+
+
+def read_idx(path: str | Path, raw: bytes | None = None) -> np.ndarray:
+    """An IDX file (plain or gzip) as a numpy array; `raw` is its content when already read.
+    Hand-written: the format is 4 header bytes and big-endian sizes, and torchvision's reader
+    is private API."""
+    path = Path(path)
+    raw = read_idx_bytes(path) if raw is None else raw
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise DpauditError(f"{path}: not an IDX file (bad magic number).")
     ndim = raw[3]

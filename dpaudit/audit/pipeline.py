@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from dpaudit import __version__
@@ -79,8 +80,8 @@ def _manifest_warnings(manifest: Manifest | None, reference: Reference) -> list[
 
 
 def sample_grid(images: ImageSet, per_row: int = SAMPLE_GRID_SIZE, seed: int = 0) -> np.ndarray:
-    """A uint8 grid of random samples, `per_row` a row: one row per class (the first ten) where
-    labelled, else `per_row` rows."""
+    """A uint8 H x W x C grid of random samples, `per_row` a row: one row per class (the first
+    ten) where labelled, else `per_row` rows; short rows are filled with white tiles."""
     generator = torch.Generator().manual_seed(seed)
     if images.y is not None:
         rows = []
@@ -90,12 +91,11 @@ def sample_grid(images: ImageSet, per_row: int = SAMPLE_GRID_SIZE, seed: int = 0
     else:
         idx = torch.randperm(len(images), generator=generator)[: per_row * per_row]
         rows = list(idx.split(per_row))
-    c, h, w = images.shape
-    grid = torch.ones(len(rows) * (h + 1) + 1, per_row * (w + 1) + 1, c)
-    for r, row in enumerate(rows):
-        for k, i in enumerate(row.tolist()):
-            grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = images.x[i].permute(1, 2, 0)
-    return to_uint8(grid).numpy()
+    blank = torch.ones(1, *images.shape)
+    tiles = torch.cat([torch.cat([images.x[row], blank.expand(per_row - len(row), -1, -1, -1)]) for row in rows])
+    grid = make_grid(tiles, nrow=per_row, padding=1, pad_value=1.0)
+    # make_grid turns one channel into three equal ones; keep grey images grey.
+    return to_uint8(grid[: images.shape[0]]).permute(1, 2, 0).numpy()
 
 
 class LazyExtractor:
