@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dpaudit.cache import cache_dir
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet, from_array, read_idx, read_idx_bytes
 
@@ -72,14 +73,6 @@ DATASETS: dict[str, DatasetInfo] = {
         ("cifar-10-batches-py",),
     ),
 }
-
-
-def cache_dir() -> Path:
-    """The user cache: $DPAUDIT_CACHE, else $XDG_CACHE_HOME/dpaudit, else ~/.cache/dpaudit."""
-    if os.environ.get("DPAUDIT_CACHE"):
-        return Path(os.environ["DPAUDIT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dpaudit"
 
 
 def get_info(name: str) -> DatasetInfo:

@@ -1,9 +1,26 @@
 """Shared fixtures. MNIST tests carry `@pytest.mark.mnist` and skip unless the IDX files are
 found (through DPAUDIT_DATA or the user cache); digits is always available."""
 
+import os
+import shutil
+import tempfile
+
 import pytest
 
+from dpaudit.cache import cache_dir
 from dpaudit.datasets import load_split, locate
+
+
+def pytest_configure(config):
+    """A fresh user cache for the session, so tests neither read nor fill the real one; data
+    files downloaded into the real cache stay findable through DPAUDIT_DATA when it is unset."""
+    os.environ.setdefault("DPAUDIT_DATA", str(cache_dir()))
+    config.dpaudit_cache = tempfile.mkdtemp(prefix="dpaudit-test-cache-")
+    os.environ["DPAUDIT_CACHE"] = config.dpaudit_cache
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "dpaudit_cache", ""), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

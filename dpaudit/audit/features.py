@@ -6,7 +6,7 @@ precision / recall / density / coverage) and feature-based attacks are measured.
 - `None` or `"lenet"` (the offline default): the 84-dimensional penultimate layer of
   `dpaudit.nets.LeNet`. For a built-in dataset's default split (seed 0) the network ships in
   `dpaudit/weights/` and its sha256 is verified at load; for any other reference a LeNet is
-  trained on the members with the same recipe and cached under `<cache_dir>/features/`.
+  trained on the members with the same recipe and kept in the user cache (dpaudit/cache.py).
 - `"inception:/path/to/weights.pth"`: Inception-v3 pool features (2048 dimensions) through
   torchmetrics / torch-fidelity, from weights the user supplies (nothing is downloaded).
 - an `nn.Module` (Python API): its outputs, flattened, are the features.
@@ -21,8 +21,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +28,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dpaudit.datasets import Reference, cache_dir
+from dpaudit.cache import entry_path, load_entry, save_entry
+from dpaudit.datasets import Reference
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet, to_uint8
 from dpaudit.nets import LeNet, resolve_device, train_classifier
@@ -181,27 +180,18 @@ def _load_shipped(entry: dict) -> tuple[LeNet, str]:
 
 
 def _cached_lenet(members: ImageSet, device: torch.device) -> tuple[LeNet, str, Path]:
-    """A LeNet trained on `members`, from the cache when this member set was seen before."""
-    key = hashlib.sha256(f"{json.dumps(LENET_RECIPE, sort_keys=True)}|{members.fingerprint()}".encode()).hexdigest()
-    path = cache_dir() / "features" / f"lenet-{key[:32]}.pt"
-    if path.is_file():
-        data = path.read_bytes()
+    """A LeNet trained on `members`, from the user cache when this member set was seen before."""
+    path = entry_path("features", "lenet", {"recipe": LENET_RECIPE, "members": members.fingerprint()})
+    state = load_entry(path)
+    if state is not None:
+        model = LeNet(members.shape[0], members.num_classes)
         try:
-            model = LeNet(members.shape[0], members.num_classes)
-            model.load_state_dict(_state_dict_from_bytes(data, path))
-            return model.eval(), file_sha256(data), path
-        except (DpauditError, RuntimeError):
-            pass  # a corrupt or stale cache entry: train again and overwrite it
+            model.load_state_dict(state)
+            return model.eval(), file_sha256(path.read_bytes()), path
+        except RuntimeError:
+            pass  # a stale entry (another architecture): train again and overwrite it
     model = train_lenet(members, device=device, progress="training the LeNet feature net on the members")
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    data = buffer.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
-    return model, file_sha256(data), path
+    return model, file_sha256(save_entry(path, model.state_dict())), path
 
 
 # ---------------------------------------------------------------- Inception-v3

@@ -49,9 +49,9 @@ PROFILES: dict[str, dict] = {
         "grid_rows": 8,
     },
     "standard": {
-        "gradient_matching": {"batches": 16, "batch_size": 1, "iterations": 300, "restarts": 2, "method": "geiping"},
-        "gan_attack": {"steps": 600, "prototypes": 4},
-        "memorization": {"method": "correlation", "secrets": 32, "epochs": 15, "max_train": 5000},
+        "gradient_matching": {"batches": 8, "batch_size": 1, "iterations": 300, "restarts": 2, "method": "geiping"},
+        "gan_attack": {"steps": 400, "prototypes": 4},
+        "memorization": {"method": "correlation", "secrets": 32, "epochs": 8, "max_train": 5000},
         "grid_rows": 12,
     },
     "paper": {

@@ -23,6 +23,7 @@ from sklearn.neural_network import MLPClassifier
 
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.result import CheckResult, Metric
+from dpaudit.cache import entry_path, load_entry, save_entry
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet
 from dpaudit.nets import DPDMClassifier, make_classifier, predict_logits, train_classifier
@@ -37,7 +38,7 @@ PROFILES: dict[str, dict] = {
         "sklearn_max_train": 2000, "logreg_max_iter": 100, "mlp_max_iter": 30,
     },
     "standard": {
-        "epochs": 10, "min_steps": 500, "max_train": 20000, "trtr_max_train": 10000, "val_fraction": 0.1,
+        "epochs": 10, "min_steps": 500, "max_train": 10000, "trtr_max_train": 10000, "val_fraction": 0.1,
         "sklearn_max_train": 10000, "logreg_max_iter": 200, "mlp_max_iter": 100,
     },
     "paper": {
@@ -60,6 +61,7 @@ class TSTRModel:
     epochs: int
     best_epoch: int
     val_accuracy: list[float] = field(default_factory=list)
+    from_cache: bool = False  # loaded from the user cache rather than trained in this run
 
 
 def _source(images: ImageSet) -> str:
@@ -129,16 +131,39 @@ def tstr_classifier(ctx: AuditContext) -> TSTRModel:
 
 
 def trtr_classifier(ctx: AuditContext) -> TSTRModel:
-    """The same CNN trained on the real members (the ceiling), computed once per context."""
+    """The same CNN trained on the real members (the ceiling), computed once per context and
+    kept in the user cache: it depends only on the members, the profile and the seed, so later
+    audits against the same reference (other synthetic sets, `dpaudit compare`) skip its training."""
     settings = ctx.settings(PROFILES)
-    members = ctx.reference.members
-    return ctx.cached(
-        "utility:trtr",
-        lambda: fit_classifier(
-            members, members.num_classes, settings, settings["trtr_max_train"], ctx.seed, ctx.device,
-            "TRTR classifier",
-        ),
+    return ctx.cached("utility:trtr", lambda: _cached_trtr(ctx.reference.members, settings, ctx.seed, ctx.device))
+
+
+def _cached_trtr(members: ImageSet, settings: dict, seed: int, device: torch.device) -> TSTRModel:
+    depends_on = {
+        "members": members.fingerprint(),
+        "settings": {key: settings[key] for key in ("epochs", "min_steps", "trtr_max_train", "val_fraction")},
+        "batch_size": BATCH_SIZE, "seed": seed, "device": device.type, "torch": torch.__version__,
+    }
+    path = entry_path("trtr", "dpdm", depends_on)
+    entry = load_entry(path)
+    if entry is not None:
+        model = make_classifier(members.shape, members.num_classes)
+        try:
+            model.load_state_dict(entry["state"])
+            return TSTRModel(
+                model.eval(), entry["train_idx"], entry["val_idx"], entry["epochs"], entry["best_epoch"],
+                entry["val_accuracy"], from_cache=True,
+            )
+        except (KeyError, RuntimeError):
+            pass  # a stale entry: train again and overwrite it
+    fitted = fit_classifier(
+        members, members.num_classes, settings, settings["trtr_max_train"], seed, device, "TRTR classifier"
     )
+    save_entry(path, {
+        "state": fitted.model.state_dict(), "train_idx": fitted.train_idx, "val_idx": fitted.val_idx,
+        "epochs": fitted.epochs, "best_epoch": fitted.best_epoch, "val_accuracy": fitted.val_accuracy,
+    })
+    return fitted
 
 
 def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float]:
@@ -226,6 +251,7 @@ def run(ctx: AuditContext) -> CheckResult:
         "tstr_val_accuracy": tstr.val_accuracy,
         "trtr_best_epoch": trtr.best_epoch,
         "trtr_val_accuracy": trtr.val_accuracy,
+        "trtr_from_cache": trtr.from_cache,
         "epoch_selection": "held-out synthetic images (never the real test set)",
         "sklearn_converged": {name: r[1] for name, r in sklearn_results.items()},
         "synthetic_class_counts": np.bincount(synthetic.y.numpy(), minlength=num_classes).tolist(),

@@ -96,3 +96,33 @@ def test_labels_outside_the_reference_classes_are_a_user_error(digits):
     bad = ImageSet(digits.test.x, labels, 13, "b", "generated.npz")
     with pytest.raises(DpauditError, match=r"generated.npz: synthetic labels range over \[0, 12\]"):
         tstr_classifier(AuditContext(bad, digits, "quick"))
+
+
+def test_the_ceiling_is_trained_once_per_reference_then_read_from_the_user_cache(digits, small_profile, monkeypatch, tmp_path):
+    monkeypatch.setenv("DPAUDIT_CACHE", str(tmp_path))
+    first = utility.trtr_classifier(AuditContext(digits.test, digits, "quick"))
+    assert not first.from_cache and len(list((tmp_path / "trtr").iterdir())) == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached ceiling was trained again")
+
+    monkeypatch.setattr(utility, "fit_classifier", no_training)
+    again = utility.trtr_classifier(AuditContext(digits.holdout, digits, "quick"))  # another synthetic set
+    assert again.from_cache
+    assert again.best_epoch == first.best_epoch and again.val_accuracy == first.val_accuracy
+    assert torch.equal(again.train_idx, first.train_idx) and torch.equal(again.val_idx, first.val_idx)
+    for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert accuracy(again.model, digits.test.x, digits.test.y) == accuracy(first.model, digits.test.x, digits.test.y)
+    with pytest.raises(AssertionError, match="trained again"):  # another seed is another ceiling
+        utility.trtr_classifier(AuditContext(digits.test, digits, "quick", seed=1))
+
+
+def test_a_corrupt_cache_entry_is_trained_again_and_replaced(digits, small_profile, monkeypatch, tmp_path):
+    monkeypatch.setenv("DPAUDIT_CACHE", str(tmp_path))
+    first = utility.trtr_classifier(AuditContext(digits.test, digits, "quick"))
+    (entry,) = (tmp_path / "trtr").iterdir()
+    entry.write_bytes(b"truncated")
+    again = utility.trtr_classifier(AuditContext(digits.test, digits, "quick"))
+    assert not again.from_cache and again.val_accuracy == first.val_accuracy
+    assert utility.trtr_classifier(AuditContext(digits.test, digits, "quick")).from_cache
