@@ -5,10 +5,14 @@ batch, so a record's gradient is not its own). The classifier here uses GroupNor
 and the batch-norm-style statistics DeepInversion matches are released separately:
 
 1. DP-SGD (opacus) trains the classifier `StatsClassifier` on the members (image, label):
-   Poisson rate q, T steps, clip C, noise multiplier sigma_clf.
-2. For every member, the per-sample statistics vector v(x) concatenates, for each conv layer l, the per-channel spatial mean and mean of squares of the layer's
-   group-standardised activations (GroupNorm without its affine part, which the classifier
-   then scales and shifts). v(x) is clipped to L2 norm `stats_clip`. The per-class sums
+   Poisson rate q, T steps, clip C, noise multiplier sigma_clf. It is the tanh CNN of
+   Papernot et al. (2021, "Tempered sigmoid activations") with GroupNorm after each conv;
+   bounded activations and a large expected batch (2,048) suit DP-SGD: on MNIST it reaches
+   98.0% test accuracy at epsilon 10 and 96.8% at epsilon 1.
+2. For every member, the per-sample statistics vector v(x) concatenates, for each conv layer
+   l, the per-channel spatial mean and mean of squares of the layer's group-standardised
+   activations (GroupNorm without its affine part, which the classifier then scales and
+   shifts). v(x) is clipped to L2 norm `stats_clip`. The per-class sums
    S_c = sum_{i: y_i = c} v(x_i) are released with N(0, (sigma_stats * stats_clip)^2) on each
    entry; adding or removing one record changes one row by at most `stats_clip` (L2).
 3. The class counts n_c are released with N(0, sigma_count^2) (sensitivity 1).
@@ -22,20 +26,29 @@ with c calibrated so that the composition meets the budget (add/remove adjacency
 record: image and label). The guarantee covers the classifier, every released statistic and
 the counts; nothing else reads the members.
 
-Synthesis (post-processing, done in `generate`, free of privacy cost): images start from
-noise and are optimised with Adam (betas (0.5, 0.99)) under random jitter (and optional
-flips) to minimise the DeepInversion loss, per class c and batch B of images:
+Synthesis (post-processing, done in `generate`, free of privacy cost): images are optimised
+with Adam (betas (0.5, 0.99)) under random jitter (and optional flips) to minimise the
+DeepInversion loss, per class c and batch B of images:
 
     CE(f(x), c) + bn_weight * sum_l (||mu_l(B) - mu_{c,l}|| + ||var_l(B) - var_{c,l}||)
                 + tv_weight * TV(x) + l2_weight * mean(x^2),
 
-with pixels clamped to [0, 1] after every step. `sample` returns hard labels (the class each
+with pixels clamped to [0, 1] after every step. The starting images (`init`) are either
+uniform noise or, by default, a PUBLIC-DATA PRIOR: scikit-learn's 8x8 handwritten digits (the
+UCI set, 1,797 images; public, not MNIST, read by no private step), drawn from the class c,
+upsampled into MNIST's framing, randomly warped (`init_warp`) and noised (`init_noise`), as
+in DP-ImgSyn's public-image initialisation. The prior costs no privacy but is data the
+method relies on: on MNIST at epsilon 10 (2,000 images, 50 steps, a 10-epoch TSTR CNN),
+noise starts gave 47% TSTR and warped public starts 84%; the public starts alone, never
+optimised, give 46% (58% relabelled by the DP classifier). It only fits datasets of digits
+(classes 0-9); use `init=noise` for others. `sample` returns hard labels (the class each
 image was optimised for); `soft_labels(images)` gives the DP classifier's probabilities for
 distillation-style use, also post-processing.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -43,6 +56,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from opacus.grad_sample import register_grad_sampler
+from sklearn.datasets import load_digits
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -57,20 +71,25 @@ from dpaudit.privacy import PrivacyBudget, composed_epsilon
 class BNMatchingConfig:
     """Hyper-parameters: the DP classifier (clf_*), the statistics release, the synthesis."""
 
-    clf_batch_size: int = 512  # expected Poisson batch
-    clf_epochs: float = 15.0
-    clf_lr: float = 2e-3
+    clf_batch_size: int = 2048  # expected Poisson batch
+    clf_epochs: float = 20.0
+    clf_lr: float = 3e-3
     clf_max_grad_norm: float = 1.0
-    channels: tuple[int, ...] = (16, 32, 64)  # of the classifier's conv layers
+    channels: tuple[int, ...] = (16, 32)  # of the classifier's conv layers
     groups: int = 4  # GroupNorm groups per layer
+    hidden: int = 32  # width of the classifier's hidden FC layer
+    activation: Literal["tanh", "relu"] = "tanh"  # tanh: bounded activations suit DP-SGD (Papernot et al.)
     stats_clip: float = 16.0  # L2 clip of a record's statistics vector
     stats_noise_weight: float = 4.0  # sigma_stats / sigma_clf
     count_noise_weight: float = 4.0  # sigma_count / sigma_clf
-    synthesis_steps: int = 500
+    init: Literal["noise", "public-digits"] = "public-digits"  # starting images of the synthesis
+    init_noise: float = 0.1  # std of the Gaussian noise added to public starting images
+    init_warp: float = 0.5  # random affine warp of public starting images (rotation in rad, scale, shift)
+    synthesis_steps: int = 50
     synthesis_batch: int = 100  # images optimised together (one class)
     synthesis_lr: float = 0.05
     bn_weight: float = 1.0
-    tv_weight: float = 1e-3
+    tv_weight: float = 1.0
     l2_weight: float = 1e-4
     jitter: int = 2  # pixels of random shift per step
     flip: bool = False  # random horizontal flips (off: digits are not mirror-symmetric)
@@ -99,28 +118,42 @@ def channel_affine_grad_sample(layer: ChannelAffine, activations: list[torch.Ten
 
 
 class StatsClassifier(nn.Module):
-    """3x3 convs (`channels`) each with GroupNorm and ReLU, 2x2 max-pool after all but the last,
-    global average pool, FC. `forward_with_stats` also returns every layer's group-standardised
-    activations (the inputs to the affine part of each GroupNorm)."""
+    """The DP-SGD CNN of Papernot et al. (2021) with GroupNorm after each conv: an 8x8 conv of
+    stride 2, then 4x4 convs of stride 2 (`channels`), each followed by GroupNorm, the
+    activation and a 2x2 max-pool of stride 1; then FC `hidden`, the activation, FC.
+    `forward_with_stats` also returns every layer's group-standardised activations (the
+    inputs to the affine part of each GroupNorm)."""
 
-    def __init__(self, in_channels: int, num_classes: int, channels: tuple[int, ...], groups: int):
+    def __init__(self, shape: tuple[int, int, int], num_classes: int, channels: tuple[int, ...], groups: int,
+                 hidden: int = 32, activation: str = "tanh"):
         super().__init__()
-        pairs = list(zip((in_channels, *channels[:-1]), channels))
-        self.convs = nn.ModuleList([nn.Conv2d(a, b, 3, padding=1) for a, b in pairs])
+        pairs = list(zip((shape[0], *channels[:-1]), channels))
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(a, b, 8, stride=2, padding=3) if i == 0 else nn.Conv2d(a, b, 4, stride=2, padding=1)
+             for i, (a, b) in enumerate(pairs)]
+        )
         self.norms = nn.ModuleList([nn.GroupNorm(groups, c, affine=False) for c in channels])
         self.affines = nn.ModuleList([ChannelAffine(c) for c in channels])
-        self.fc = nn.Linear(channels[-1], num_classes)
+        self.act = torch.tanh if activation == "tanh" else F.relu
+        with torch.no_grad():
+            flat = self._features(torch.zeros(1, *shape))[0].shape[1]
+        self.hidden = nn.Linear(flat, hidden)
+        self.fc = nn.Linear(hidden, num_classes)
 
-    def forward_with_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         standardised = []
         h = x
-        for i, (conv, norm, affine) in enumerate(zip(self.convs, self.norms, self.affines)):
+        for conv, norm, affine in zip(self.convs, self.norms, self.affines):
             a = norm(conv(h))
             standardised.append(a)
-            h = F.relu(affine(a))
-            if i < len(self.convs) - 1 and h.shape[-1] >= 2:
-                h = F.max_pool2d(h, 2)
-        return self.fc(h.mean((2, 3))), standardised
+            h = self.act(affine(a))
+            if h.shape[-1] >= 2:
+                h = F.max_pool2d(h, 2, stride=1)
+        return h.flatten(1), standardised
+
+    def forward_with_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h, standardised = self._features(x)
+        return self.fc(self.act(self.hidden(h))), standardised
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_stats(x)[0]
@@ -134,6 +167,42 @@ def per_sample_stats(layers: list[torch.Tensor]) -> torch.Tensor:
 def clip_rows(v: torch.Tensor, max_norm: float) -> torch.Tensor:
     """Each row scaled down to L2 norm at most max_norm."""
     return v * (max_norm / v.norm(dim=1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _public_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    digits = load_digits()  # embedded in scikit-learn: no download
+    return torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1), torch.tensor(digits.target)
+
+
+def public_digits(label: int, count: int, shape: tuple[int, int, int], rng: torch.Generator) -> torch.Tensor:
+    """`count` public scikit-learn digits (UCI, 8x8, not MNIST) of class `label`, drawn with
+    replacement and resized into `shape` with MNIST's framing: the digit fills the central
+    20/28 of the image."""
+    images, targets = _public_digits()
+    pool = images[targets == label]
+    if len(pool) == 0:
+        raise DpauditError(f"--set init=public-digits: the public digits have no class {label}; use init=noise.")
+    picked = pool[torch.randint(len(pool), (count,), generator=rng)]
+    c, h, w = shape
+    inner_h, inner_w = max(1, round(h * 20 / 28)), max(1, round(w * 20 / 28))
+    resized = F.interpolate(picked, size=(inner_h, inner_w), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (h - inner_h) // 2, (w - inner_w) // 2
+    framed = F.pad(resized, (left, w - inner_w - left, top, h - inner_h - top))
+    return framed.expand(count, c, h, w).clamp(0, 1)
+
+
+def random_warp(x: torch.Tensor, strength: float, rng: torch.Generator) -> torch.Tensor:
+    """Each image rotated by up to `strength` radians, scaled by 1 +- strength and shifted by
+    up to strength/2 of its size, uniformly at random (diversity of public starting images)."""
+    if strength <= 0:
+        return x
+    angle, scale, dx, dy = ((2 * torch.rand(4, len(x), generator=rng) - 1) * strength).unbind()
+    scale, dx, dy = 1 + scale, dx / 2, dy / 2
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, dx], 1), torch.stack([sin, cos, dy], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False)
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +221,7 @@ class BNMatching(Generator):
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         cfg, n = self.config, len(members)
         require_positive(
-            cfg, "clf_batch_size", "clf_epochs", "clf_lr", "clf_max_grad_norm", "groups", "stats_clip",
+            cfg, "clf_batch_size", "clf_epochs", "clf_lr", "clf_max_grad_norm", "groups", "hidden", "stats_clip",
             "stats_noise_weight", "count_noise_weight", "synthesis_steps", "synthesis_batch", "synthesis_lr",
         )
         if not cfg.channels or any(c <= 0 or c % cfg.groups for c in cfg.channels):
@@ -163,7 +232,10 @@ class BNMatching(Generator):
             budget, [(q, steps, 1.0), (1.0, 1, cfg.stats_noise_weight), (1.0, 1, cfg.count_noise_weight)], cfg.accountant
         )
         torch.manual_seed(seed)
-        self.classifier = StatsClassifier(self.shape[0], self.num_classes, cfg.channels, cfg.groups)
+        try:
+            self.classifier = StatsClassifier(self.shape, self.num_classes, cfg.channels, cfg.groups, cfg.hidden, cfg.activation)
+        except RuntimeError:  # a stride-2 conv met a feature map already shrunk to nothing
+            raise DpauditError(f"--set channels: {len(cfg.channels)} conv layers are too many for {self.shape[1]}x{self.shape[2]} images.") from None
         dp = DPSGD(self.classifier, torch.optim.Adam(self.classifier.parameters(), lr=cfg.clf_lr), n=n,
                    sample_rate=q, noise_multiplier=sigma_clf, max_grad_norm=cfg.clf_max_grad_norm, seed=seed + 10)
         saved = self.checkpoint.load()
@@ -227,7 +299,12 @@ class BNMatching(Generator):
         for p in self.classifier.parameters():
             p.requires_grad_(False)
         targets = self._targets(label)
-        x = torch.rand(count, *self.shape, generator=rng).requires_grad_(True)
+        if cfg.init == "public-digits":
+            start = random_warp(public_digits(label, count, self.shape, rng), cfg.init_warp, rng)
+            x = (start + cfg.init_noise * torch.randn(start.shape, generator=rng)).clamp(0, 1)
+        else:
+            x = torch.rand(count, *self.shape, generator=rng)
+        x.requires_grad_(True)
         opt = torch.optim.Adam([x], lr=cfg.synthesis_lr, betas=(0.5, 0.99))
         y = torch.full((count,), label)
         for _ in range(cfg.synthesis_steps):

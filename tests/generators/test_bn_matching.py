@@ -4,17 +4,22 @@ determinism and soft labels."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from skimage.transform import resize
+from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
 from dpaudit.errors import DpauditError
 from dpaudit.generators import GENERATORS
-from dpaudit.generators.bn_matching import BNMatching, StatsClassifier, clip_rows, per_sample_stats, total_variation
+from dpaudit.generators.bn_matching import (
+    BNMatching, StatsClassifier, clip_rows, per_sample_stats, public_digits, random_warp, total_variation,
+)
 from dpaudit.privacy import PrivacyBudget
 from tests.generators.opacus_reference import opacus_epsilon
 
-TINY = ["clf_batch_size=64", "clf_epochs=0.3", "channels=4,8,8", "groups=2", "synthesis_steps=5", "synthesis_batch=10"]
+TINY = ["clf_batch_size=64", "clf_epochs=0.3", "channels=4,8", "groups=2", "synthesis_steps=5", "synthesis_batch=10"]
 
 
 def fit(members, epsilon=10.0, overrides=(), seed=0):
@@ -32,11 +37,11 @@ def test_registered_under_its_cli_name():
 
 def test_per_sample_statistics_are_channel_means_and_second_moments_of_standardised_activations():
     torch.manual_seed(0)
-    model = StatsClassifier(1, 3, (4, 8), 2)
+    model = StatsClassifier((1, 8, 8), 3, (4, 8), 2)
     x = torch.rand(5, 1, 8, 8)
     _, layers = model.forward_with_stats(x)
-    a = model.convs[0](x).view(5, 2, 2, 8, 8)  # two groups of two channels
-    standardised = ((a - a.mean((2, 3, 4), keepdim=True)) / (a.var((2, 3, 4), unbiased=False, keepdim=True) + 1e-5).sqrt()).view(5, 4, 8, 8)
+    a = model.convs[0](x).view(5, 2, 2, 4, 4)  # two groups of two channels, 4x4 after stride 2
+    standardised = ((a - a.mean((2, 3, 4), keepdim=True)) / (a.var((2, 3, 4), unbiased=False, keepdim=True) + 1e-5).sqrt()).view(5, 4, 4, 4)
     torch.testing.assert_close(layers[0], standardised, atol=1e-5, rtol=1e-4)
     v = per_sample_stats(layers)
     assert v.shape == (5, 2 * (4 + 8))
@@ -48,7 +53,7 @@ def test_opacus_per_sample_gradients_of_the_classifier_are_exact():
     from opacus import GradSampleModule
 
     torch.manual_seed(0)
-    model = StatsClassifier(1, 3, (4, 8), 2)
+    model = StatsClassifier((1, 8, 8), 3, (4, 8), 2)
     x, y = torch.rand(3, 1, 8, 8), torch.tensor([0, 2, 1])
     gsm = GradSampleModule(model, loss_reduction="sum")
     torch.nn.functional.cross_entropy(gsm(x), y, reduction="sum").backward()
@@ -104,19 +109,42 @@ def test_total_variation_of_a_known_image():
     assert float(total_variation(x)) == pytest.approx(4 / 12)
 
 
+def test_public_starting_digits_are_framed_like_mnist_and_of_the_asked_class():
+    """Each 28x28 start is zero outside the central 20x20 and, shrunk back to 8x8 by
+    scikit-image, is nearest (L2) to a scikit-learn digit of the class asked for."""
+    digits = load_digits()
+    reference = torch.tensor(digits.images.reshape(len(digits.images), -1) / 16.0, dtype=torch.float32)
+    for label in (0, 4, 7):
+        x = public_digits(label, 30, (1, 28, 28), torch.Generator().manual_seed(label))
+        assert x.shape == (30, 1, 28, 28) and 0 <= float(x.min()) and float(x.max()) <= 1
+        inner = torch.zeros_like(x, dtype=torch.bool)
+        inner[..., 4:24, 4:24] = True
+        assert float(x[~inner].abs().max()) == 0.0
+        shrunk = torch.tensor(np.stack([resize(im[0, 4:24, 4:24].numpy(), (8, 8), anti_aliasing=True) for im in x]))
+        nearest = torch.cdist(shrunk.flatten(1), reference).argmin(1)
+        assert (torch.tensor(digits.target)[nearest] == label).all()
+
+
+def test_random_warp_is_the_identity_at_strength_zero_and_keeps_the_ink_otherwise():
+    x = public_digits(3, 50, (1, 28, 28), torch.Generator().manual_seed(0))
+    assert torch.equal(random_warp(x, 0.0, torch.Generator()), x)
+    warped = random_warp(x, 0.5, torch.Generator().manual_seed(1))
+    assert not torch.allclose(warped, x)
+    # Magnification 1 +- 0.5: the ink scales with its square, in [0.25, 2.25] (less if shifted out).
+    ratio = warped.sum((1, 2, 3)) / x.sum((1, 2, 3))
+    assert float(ratio.min()) > 0.2 and float(ratio.max()) < 2.3
+
+
 def test_learns_the_data(digits):
-    """Non-private (clipped, no noise): the synthesised digits end nearer the members than the
-    uniform noise they start from, and a classifier trained on the REAL members recognises
-    their class above chance (10%)."""
-    gen = fit(digits.members, math.inf, ["clf_epochs=5", "clf_batch_size=128", "channels=8,16,16", "groups=4",
-                                         "synthesis_steps=100", "synthesis_batch=20"])
+    """Non-private (clipped, no noise), from uniform-noise starts: a classifier trained on the
+    REAL members recognises the class the synthetic digits were optimised for far above
+    chance (10%)."""
+    gen = fit(digits.members, math.inf, ["clf_epochs=5", "clf_batch_size=128", "channels=8,16", "groups=4",
+                                         "init=noise", "synthesis_steps=100", "synthesis_batch=20"])
     synthetic = gen.sample(100, seed=0)
     members = digits.members.x.flatten(1)
-    noise = torch.rand(100, members.shape[1], generator=torch.Generator().manual_seed(0))
-    nearest = lambda a: torch.cdist(a, members).min(1).values.mean()  # noqa: E731
-    assert nearest(synthetic.x.flatten(1)) < 0.9 * nearest(noise)  # 0.83 measured
     real = LogisticRegression(max_iter=2000).fit(members.numpy(), digits.members.y.numpy())
-    assert real.score(synthetic.x.flatten(1).numpy(), synthetic.y.numpy()) > 0.15  # 0.19 measured
+    assert real.score(synthetic.x.flatten(1).numpy(), synthetic.y.numpy()) > 0.3  # 0.45 measured
 
 
 def test_same_seed_same_run_and_soft_labels(digits, fitted):
@@ -129,7 +157,7 @@ def test_same_seed_same_run_and_soft_labels(digits, fitted):
     torch.testing.assert_close(soft.sum(1), torch.ones(20))
 
 
-@pytest.mark.parametrize("override", ["channels=4,5", "stats_clip=0", "synthesis_steps=0"])
+@pytest.mark.parametrize("override", ["channels=4,5", "channels=4,8,8,8", "stats_clip=0", "synthesis_steps=0"])
 def test_bad_options_are_one_sentence_errors(digits, override):
     with pytest.raises(DpauditError, match=override.split("=")[0]):
         fit(digits.members, overrides=[override])
