@@ -38,7 +38,7 @@ PROFILES: dict[str, dict] = {
     "quick": {"per_side": 1000, "reference": 2000, "pca_dim": 8, "kde_max_fit": 5000, "classifier_max_fit": 2000,
               "lira_shadows": 0, "lira_train_size": 1000, "lira_epochs": 2},
     "standard": {"per_side": 2500, "reference": 5000, "pca_dim": 8, "kde_max_fit": 10000, "classifier_max_fit": 5000,
-                 "lira_shadows": 4, "lira_train_size": 5000, "lira_epochs": 5},
+                 "lira_shadows": 4, "lira_train_size": 5000, "lira_epochs": 4},
     "paper": {"per_side": 5000, "reference": 5000, "pca_dim": 10, "kde_max_fit": 20000, "classifier_max_fit": 10000,
               "lira_shadows": 16, "lira_train_size": 5000, "lira_epochs": 50},
 }

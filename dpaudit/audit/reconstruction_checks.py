@@ -43,15 +43,15 @@ PROFILES: dict[str, dict] = {
     # `prototypes` images per class. memorization: a malicious trainer on `max_train` images
     # (a seeded sample) for `epochs` epochs, hiding `secrets` images.
     "quick": {
-        "gradient_matching": {"batches": 4, "batch_size": 1, "iterations": 150, "restarts": 1, "method": "geiping"},
-        "gan_attack": {"steps": 150, "prototypes": 2},
-        "memorization": {"method": "correlation", "secrets": 8, "epochs": 5, "max_train": 1000},
+        "gradient_matching": {"batches": 4, "batch_size": 1, "iterations": 100, "restarts": 1, "method": "geiping"},
+        "gan_attack": {"steps": 100, "prototypes": 2},
+        "memorization": {"method": "correlation", "secrets": 8, "epochs": 3, "max_train": 1000},
         "grid_rows": 8,
     },
     "standard": {
-        "gradient_matching": {"batches": 8, "batch_size": 1, "iterations": 300, "restarts": 2, "method": "geiping"},
-        "gan_attack": {"steps": 400, "prototypes": 4},
-        "memorization": {"method": "correlation", "secrets": 32, "epochs": 8, "max_train": 5000},
+        "gradient_matching": {"batches": 8, "batch_size": 1, "iterations": 300, "restarts": 1, "method": "geiping"},
+        "gan_attack": {"steps": 300, "prototypes": 4},
+        "memorization": {"method": "correlation", "secrets": 32, "epochs": 6, "max_train": 5000},
         "grid_rows": 12,
     },
     "paper": {
