@@ -61,7 +61,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     mm = matmul_gflops(10_000, 50_000, 784)
     nn = nn_gflops(10_000, 50_000, 784)
-    print(f"\n| float32 matmul 10k x 50k x 784 | nearest-neighbour search, same size | share |")
+    print("\n| float32 matmul 10k x 50k x 784 | nearest-neighbour search, same size | share |")
     print(f"|---|---|---|\n| {mm:.1f} GFLOP/s | {nn:.1f} GFLOP/s | {nn / mm:.0%} |")
 
     for profile in args.profiles:

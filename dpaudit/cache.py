@@ -62,4 +62,3 @@ def load_entry(path: Path) -> Any | None:
         return torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception:  # torch raises UnpicklingError, RuntimeError, EOFError, ... on a bad file
         return None
-
