@@ -41,7 +41,8 @@ in DP-ImgSyn's public-image initialisation. The prior costs no privacy but is da
 method relies on: on MNIST at epsilon 10 (2,000 images, 50 steps, a 10-epoch TSTR CNN),
 noise starts gave 47% TSTR and warped public starts 84%; the public starts alone, never
 optimised, give 46% (58% relabelled by the DP classifier). It only fits datasets of digits
-(classes 0-9); use `init=noise` for others. `sample` returns hard labels (the class each
+(classes 0-9); use `init=noise` for others. The prior must be independent of the private
+data: training refuses it when the members are scikit-learn's digits themselves. `sample` returns hard labels (the class each
 image was optimised for); `soft_labels(images)` gives the DP classifier's probabilities for
 distillation-style use, also post-processing.
 """
@@ -192,6 +193,16 @@ def public_digits(label: int, count: int, shape: tuple[int, int, int], rng: torc
     return framed.expand(count, c, h, w).clamp(0, 1)
 
 
+def holds_public_digits(members: ImageSet) -> bool:
+    """Whether any member is one of the public digits themselves (8x8, pixel values k/16): then
+    the prior is not independent of the private data and must not be used."""
+    if members.shape != (1, 8, 8):
+        return False
+    images, _ = _public_digits()
+    public = {row.tobytes() for row in (images * 16).round().to(torch.uint8).flatten(1).numpy()}
+    return any(row.tobytes() in public for row in (members.x * 16).round().to(torch.uint8).flatten(1).numpy())
+
+
 def random_warp(x: torch.Tensor, strength: float, rng: torch.Generator) -> torch.Tensor:
     """Each image rotated by up to `strength` radians, scaled by 1 +- strength and shifted by
     up to strength/2 of its size, uniformly at random (diversity of public starting images)."""
@@ -226,6 +237,11 @@ class BNMatching(Generator):
         )
         if not cfg.channels or any(c <= 0 or c % cfg.groups for c in cfg.channels):
             raise DpauditError(f"--set channels: positive multiples of groups ({cfg.groups}) expected, got {cfg.channels}.")
+        if cfg.init == "public-digits" and holds_public_digits(members):
+            raise DpauditError(
+                f"--set init=public-digits: {members.source or members.name} holds scikit-learn's digits, the public "
+                "prior itself, so starting from it would leak the private images; use --set init=noise."
+            )
         q = sample_rate_for(cfg.clf_batch_size, n)
         steps = steps_for(cfg.clf_epochs, q)
         sigma_clf, sigma_stats, sigma_count = calibrate_noise(

@@ -13,13 +13,17 @@ from sklearn.linear_model import LogisticRegression
 
 from dpaudit.errors import DpauditError
 from dpaudit.generators import GENERATORS
+from dpaudit.images import ImageSet
 from dpaudit.generators.bn_matching import (
-    BNMatching, StatsClassifier, clip_rows, per_sample_stats, public_digits, random_warp, total_variation,
+    BNMatching, StatsClassifier, clip_rows, holds_public_digits, per_sample_stats, public_digits, random_warp,
+    total_variation,
 )
 from dpaudit.privacy import PrivacyBudget
 from tests.generators.opacus_reference import opacus_epsilon
 
-TINY = ["clf_batch_size=64", "clf_epochs=0.3", "channels=4,8", "groups=2", "synthesis_steps=5", "synthesis_batch=10"]
+# digits are the public prior itself, so the digits members start from noise.
+TINY = ["clf_batch_size=64", "clf_epochs=0.3", "channels=4,8", "groups=2", "synthesis_steps=5", "synthesis_batch=10",
+        "init=noise"]
 
 
 def fit(members, epsilon=10.0, overrides=(), seed=0):
@@ -161,3 +165,26 @@ def test_same_seed_same_run_and_soft_labels(digits, fitted):
 def test_bad_options_are_one_sentence_errors(digits, override):
     with pytest.raises(DpauditError, match=override.split("=")[0]):
         fit(digits.members, overrides=[override])
+
+
+
+def test_the_public_prior_is_refused_when_the_members_are_the_public_digits(digits):
+    with pytest.raises(DpauditError, match="init=public-digits: .* holds scikit-learn's digits"):
+        fit(digits.members, overrides=["init=public-digits"])
+    assert holds_public_digits(digits.test)
+    # other pixel values, or another size: not the public digits
+    shifted = ImageSet((digits.members.x[:50] + 1 / 32).clamp(0, 1), digits.members.y[:50], 10, "s", "s")
+    assert not holds_public_digits(shifted)
+    assert not holds_public_digits(ImageSet(torch.rand(5, 1, 28, 28), torch.zeros(5, dtype=torch.long), 10, "r", "r"))
+
+
+def test_public_starts_run_on_members_that_are_not_the_public_digits():
+    rng = torch.Generator().manual_seed(0)
+    x = torch.cat([public_digits(c, 30, (1, 28, 28), rng) for c in range(10)])
+    noisy = (0.8 * x + 0.2 * torch.rand(x.shape, generator=rng)).clamp(0, 1)
+    members = ImageSet(noisy, torch.arange(10).repeat_interleave(30), 10, "m", "m")
+    overrides = [o for o in TINY if o != "init=noise"]
+    gen = BNMatching.from_options(overrides).fit(members, PrivacyBudget(10.0, 1e-5), seed=0)
+    assert gen.config.init == "public-digits"
+    sample = gen.sample(20, seed=1)
+    assert sample.x.shape == (20, 1, 28, 28) and float(sample.x.min()) >= 0 and float(sample.x.max()) <= 1
