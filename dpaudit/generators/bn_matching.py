@@ -42,9 +42,9 @@ method relies on: on MNIST at epsilon 10 (2,000 images, 50 steps, a 10-epoch TST
 noise starts gave 47% TSTR and warped public starts 84%; the public starts alone, never
 optimised, give 46% (58% relabelled by the DP classifier). It only fits datasets of digits
 (classes 0-9); use `init=noise` for others. The prior must be independent of the private
-data: training refuses it when the members are scikit-learn's digits themselves. `sample` returns hard labels (the class each
-image was optimised for); `soft_labels(images)` gives the DP classifier's probabilities for
-distillation-style use, also post-processing.
+data: training refuses it when the members are scikit-learn's digits themselves. `sample`
+returns hard labels (the class each image was optimised for); `soft_labels(images)` gives the
+DP classifier's probabilities for distillation-style use, also post-processing.
 """
 
 from __future__ import annotations
