@@ -24,6 +24,7 @@ import torch
 from dpaudit.audit.pipeline import evaluate
 from dpaudit.audit.similarity import nearest_neighbors
 from dpaudit.datasets import load_split
+from dpaudit.memory import keep_freed_memory
 
 
 def matmul_gflops(n: int, m: int, d: int, repeats: int = 3) -> float:
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="+", default=["quick", "standard"])
     parser.add_argument("--synthetic", type=int, default=10_000, help="at most 10,000")
     args = parser.parse_args()
+    keep_freed_memory()  # as the dpaudit command does
 
     reference = load_split("mnist")
     synthetic = reference.test.subset(range(args.synthetic), "mnist-test-as-synthetic")

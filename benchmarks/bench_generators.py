@@ -29,6 +29,7 @@ from dpaudit.audit.fidelity import fid
 from dpaudit.audit.utility import fit_classifier
 from dpaudit.datasets import load_split
 from dpaudit.generators import Checkpointer, get_generator
+from dpaudit.memory import keep_freed_memory
 from dpaudit.nets import accuracy
 from dpaudit.privacy import PrivacyBudget
 
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="save 100 samples here (.pt) to look at")
     parser.add_argument("--log", default="benchmarks/generator_runs.jsonl")
     args = parser.parse_args()
+    keep_freed_memory()  # as the dpaudit command does
     torch.set_num_threads(args.threads)
 
     reference = load_split(args.dataset)
@@ -59,7 +61,7 @@ def main() -> None:
     synthetic = generator.sample(args.num, seed=args.seed + 1)
     if args.save:
         torch.save(synthetic.x[:: max(1, args.num // 100)][:100].clone(), args.save)
-    settings = {"epochs": args.classifier_epochs, "min_steps": 0, "val_fraction": 0.1}
+    settings = {"epochs": args.classifier_epochs, "min_steps": 0, "lr": 3e-4, "val_fraction": 0.1}
     tstr = fit_classifier(synthetic, synthetic.num_classes, settings, None, args.seed, torch.device("cpu"), "TSTR")
     extractor = load_extractor(reference)
     row = {

@@ -23,6 +23,7 @@ from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import load_extractor
 from dpaudit.audit.utility import tstr_classifier
 from dpaudit.datasets import load_split
+from dpaudit.memory import keep_freed_memory
 
 
 def timed(fn):
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="+", default=["quick"])
     parser.add_argument("--synthetic", type=int, default=10_000)
     args = parser.parse_args()
+    keep_freed_memory()  # as the dpaudit command does
 
     reference = load_split("mnist")
     synthetic = reference.test.subset(range(args.synthetic), "mnist-test-as-synthetic")

@@ -10,6 +10,7 @@ import click
 
 from dpaudit import __version__
 from dpaudit.errors import DpauditError
+from dpaudit.memory import keep_freed_memory
 
 
 class UserError(click.ClickException):
@@ -32,6 +33,7 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="dpaudit")
 def cli():
     """Audit synthetic image data for privacy and usefulness."""
+    keep_freed_memory()
 
 
 data_root_option = click.option(

@@ -34,14 +34,15 @@ DeepInversion loss, per class c and batch B of images:
                 + tv_weight * TV(x) + l2_weight * mean(x^2),
 
 with pixels clamped to [0, 1] after every step. The starting images (`init`) are either
-uniform noise or, by default, a PUBLIC-DATA PRIOR: scikit-learn's 8x8 handwritten digits (the
+uniform noise (the default, for any data) or, for datasets of handwritten digits such as
+MNIST, `init=public-digits`: a PUBLIC-DATA PRIOR, scikit-learn's 8x8 handwritten digits (the
 UCI set, 1,797 images; public, not MNIST, read by no private step), drawn from the class c,
 upsampled into MNIST's framing, randomly warped (`init_warp`) and noised (`init_noise`), as
 in DP-ImgSyn's public-image initialisation. The prior costs no privacy but is data the
 method relies on: on MNIST at epsilon 10 (2,000 images, 50 steps, a 10-epoch TSTR CNN),
 noise starts gave 47% TSTR and warped public starts 84%; the public starts alone, never
 optimised, give 46% (58% relabelled by the DP classifier). It only fits datasets of digits
-(classes 0-9); use `init=noise` for others. The prior must be independent of the private
+(classes 0-9), hence not the default. The prior must be independent of the private
 data: training refuses it when the members are scikit-learn's digits themselves. `sample`
 returns hard labels (the class each image was optimised for); `soft_labels(images)` gives the
 DP classifier's probabilities for distillation-style use, also post-processing.
@@ -83,7 +84,7 @@ class BNMatchingConfig:
     stats_clip: float = 16.0  # L2 clip of a record's statistics vector
     stats_noise_weight: float = 4.0  # sigma_stats / sigma_clf
     count_noise_weight: float = 4.0  # sigma_count / sigma_clf
-    init: Literal["noise", "public-digits"] = "public-digits"  # starting images of the synthesis
+    init: Literal["noise", "public-digits"] = "noise"  # starting images; public-digits for digit datasets
     init_noise: float = 0.1  # std of the Gaussian noise added to public starting images
     init_warp: float = 0.5  # random affine warp of public starting images (rotation in rad, scale, shift)
     synthesis_steps: int = 50
