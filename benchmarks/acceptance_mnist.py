@@ -22,7 +22,6 @@ import torch
 
 from dpaudit.datasets import load_official, split_indices
 from dpaudit.images import save_images
-from dpaudit.memory import keep_freed_memory
 
 
 def write_sets(work: Path) -> None:
@@ -66,7 +65,6 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--profile", default="standard")
     args = parser.parse_args()
-    keep_freed_memory()  # as the dpaudit command does
     write_sets(args.work)
 
     real = audit(args.work, "real", args.profile, "fidelity,utility,similarity")["checks"]

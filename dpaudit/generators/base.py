@@ -19,6 +19,7 @@ defaults) and implements two methods:
 from __future__ import annotations
 
 import abc
+import math
 import dataclasses
 import hashlib
 import json
@@ -34,7 +35,7 @@ import torch
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet
 from dpaudit.nets import resolve_device
-from dpaudit.privacy import PrivacyBudget
+from dpaudit.privacy import PrivacyBudget, composed_epsilon
 
 # ---------------------------------------------------------------- privacy report
 
@@ -55,6 +56,17 @@ class PrivacyReport:
     adjacency: str
     wall_time_s: float = 0.0
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of_history(cls, history: list[tuple[float, float, int]], budget: PrivacyBudget, accountant: str,
+                   mechanism: str, extra: dict | None = None) -> "PrivacyReport":
+        """The report of a run whose releases are `history`, all under add/remove adjacency of one
+        record: epsilon from the accountant for that history (inf for a non-private run)."""
+        return cls(
+            epsilon=composed_epsilon(history, budget.delta, accountant) if budget.is_private else math.inf,
+            delta=budget.delta, accountant=accountant, history=history, mechanism=mechanism,
+            adjacency="add-remove", extra=extra or {},
+        )
 
     def to_dict(self) -> dict:
         """JSON-ready: epsilon, delta, sigma, sample_rate, steps (of the main release, the first

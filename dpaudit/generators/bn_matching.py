@@ -51,7 +51,6 @@ DP classifier's probabilities for distillation-style use, also post-processing.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,7 +65,7 @@ from dpaudit.errors import DpauditError
 from dpaudit.generators.base import Generator, PrivacyReport, register
 from dpaudit.generators.dp_training import DPSGD, calibrate_noise, require_positive, sample_rate_for, steps_for
 from dpaudit.images import ImageSet
-from dpaudit.privacy import PrivacyBudget, composed_epsilon
+from dpaudit.privacy import PrivacyBudget
 
 
 @dataclass
@@ -268,18 +267,14 @@ class BNMatching(Generator):
         self.classifier.eval()
         self._release_stats(members, sigma_stats, sigma_count, seed)
         history = [dp.history_entry(), (sigma_stats, 1.0, 1), (sigma_count, 1.0, 1)]
-        return PrivacyReport(
-            epsilon=composed_epsilon(history, budget.delta, cfg.accountant) if budget.is_private else math.inf,
-            delta=budget.delta,
-            accountant=cfg.accountant,
-            history=history,
+        return PrivacyReport.of_history(
+            history, budget, cfg.accountant,
             mechanism=(
                 f"{self.name}: DP-SGD (opacus, clip {cfg.clf_max_grad_norm:g}) on a GroupNorm classifier; one Gaussian "
                 f"release of per-class sums of per-record feature statistics (L2 sensitivity {cfg.stats_clip:g} after "
                 "clipping) and one of class counts (sensitivity 1); composed in one accountant history; image "
                 "synthesis is post-processing"
             ),
-            adjacency="add-remove",
             extra={"sigma_stats": sigma_stats, "sigma_count": sigma_count, "stats_clip": cfg.stats_clip, "members": n},
         )
 

@@ -39,7 +39,7 @@ from dpaudit.errors import DpauditError
 from dpaudit.generators.base import Generator, PrivacyReport, register
 from dpaudit.generators.dicesgd import DiceSGDOptimizer
 from dpaudit.images import ImageSet
-from dpaudit.privacy import PrivacyBudget, dpsgd_epsilon, dpsgd_noise
+from dpaudit.privacy import PrivacyBudget, dpsgd_noise
 
 # Seeds of the per-step random generators: step t of a run with seed s uses s * STRIDE + t, so
 # that a resumed run draws exactly the numbers the uninterrupted run would have drawn.
@@ -266,7 +266,6 @@ class DPSGDGAN(Generator):
                 bar.set_postfix(d=f"{d_loss:.3f}", g=f"{g_loss:.3f}", refresh=False)
             self.checkpoint.maybe_save(step + 1, lambda: self._state(step + 1, d_opt, g_opt))
 
-        epsilon = dpsgd_epsilon(sigma, sample_rate, cfg.steps, budget.delta, cfg.accountant) if sigma > 0 else math.inf
         extra = {
             "optimizer": cfg.optimizer,
             "clip": cfg.clip,
@@ -281,11 +280,9 @@ class DPSGDGAN(Generator):
                 error_clip=cfg.error_clip, residual_clip=cfg.residual_clip, feedback_share=cfg.feedback_share,
                 sigma_update=d_opt.sigma_update, sigma_residual=d_opt.sigma_residual,
             )
-        return PrivacyReport(
-            epsilon=epsilon, delta=budget.delta, accountant=cfg.accountant,
-            history=[(sigma, sample_rate, cfg.steps)],
+        return PrivacyReport.of_history(
+            [(sigma, sample_rate, cfg.steps)], budget, cfg.accountant,
             mechanism="DiceSGD with privatized residual (dpaudit)" if cfg.optimizer == "dicesgd" else "DP-SGD",
-            adjacency="add/remove one",
             extra=extra,
         )
 

@@ -40,7 +40,7 @@ from dpaudit.errors import DpauditError
 from dpaudit.generators.base import Generator, PrivacyReport, register
 from dpaudit.generators.dp_training import DPSGD, calibrate_noise, require_positive, sample_rate_for, steps_for
 from dpaudit.images import ImageSet
-from dpaudit.privacy import PrivacyBudget, composed_epsilon
+from dpaudit.privacy import PrivacyBudget
 
 
 @dataclass
@@ -205,17 +205,13 @@ class LatentDiffusion(Generator):
         self.autoencoder.eval()
         self.denoiser.eval()
         history = [ae.history_entry(), dm.history_entry()]
-        return PrivacyReport(
-            epsilon=composed_epsilon(history, budget.delta, cfg.accountant) if budget.is_private else math.inf,
-            delta=budget.delta,
-            accountant=cfg.accountant,
-            history=history,
+        return PrivacyReport.of_history(
+            history, budget, cfg.accountant,
             mechanism=(
                 f"{self.name}: DP-SGD (opacus) on the autoencoder (clip {cfg.ae_max_grad_norm:g}), then DP-SGD on the "
                 f"latent DDPM (clip {cfg.diffusion_max_grad_norm:g}, {cfg.noise_multiplicity} draws per record inside "
                 "one clipped gradient); both stages composed in one accountant history; sampling is post-processing"
             ),
-            adjacency="add-remove",
             extra={"stages": ["autoencoder", "diffusion"], "members": n},
         )
 

@@ -194,17 +194,13 @@ class LipschitzVAEGenerator(Generator):
         history = [dp.history_entry()]
         lipschitz = self.model.certified_lipschitz()
         diameter = math.sqrt(pixels + 2)
-        return PrivacyReport(
-            epsilon=dpsgd_epsilon(sigma, q, dp.step, budget.delta, cfg.accountant) if budget.is_private else math.inf,
-            delta=budget.delta,
-            accountant=cfg.accountant,
-            history=history,
+        return PrivacyReport.of_history(
+            history, budget, cfg.accountant,
             mechanism=(
                 f"{self.name}: DP-SGD (opacus, clip {cfg.max_grad_norm:g}) on every weight; the epsilon is DP-SGD's. "
                 "The Lipschitz analysis (lipschitz_analysis) covers only one encoding of one record with fixed weights "
                 "and is not part of the epsilon"
             ),
-            adjacency="add-remove",
             extra={
                 "members": n,
                 "lipschitz_analysis": {
