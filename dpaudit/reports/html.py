@@ -184,16 +184,17 @@ def _scalar_details(details: dict) -> list[tuple[str, object]]:
 
 
 def _alerts(result: AuditResult) -> list[str]:
-    """Findings that belong at the top of the page, beside the warnings."""
+    """Findings that belong at the top of the page, above the other warnings (a warning that is
+    also an alert is listed once, as the alert)."""
     alerts = []
     membership = result.checks.get("membership")
     if membership is not None and membership.details.get("claim_violated"):
         bound = membership.metrics.get("epsilon_lower_bound")
         claimed = membership.details.get("claimed_epsilon")
-        alerts.append(
+        alerts.append(membership.details.get("claim_warning") or (
             f"The empirical epsilon lower bound ({fmt(bound.value if bound else None)}) exceeds the claimed "
             f"epsilon ({fmt(claimed)}): the generator's privacy claim does not hold."
-        )
+        ))
     return alerts
 
 

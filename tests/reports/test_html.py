@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from markupsafe import escape
 from PIL import Image
 
 from dpaudit.audit.gate import apply_policy, parse_policy
@@ -156,6 +157,17 @@ def test_claim_violation_is_an_alert_at_the_top():
     alert = html.index('class="alert"')
     assert alert < html.index('id="summary"')
     assert "exceeds the claimed epsilon (10)" in html
+
+
+def test_the_membership_checks_claim_warning_is_shown_once_as_the_alert():
+    result = fake_result(eps_lb=12.0, epsilon=10.0)
+    warning = "PRIVACY CLAIM REFUTED: membership inference proves epsilon >= 12.00 (test)."
+    result.checks["membership"].details["claim_warning"] = warning
+    result.warnings = [warning, "another warning"]
+    html, shown = render_report(result), str(escape(warning))
+    box = html[html.index('id="warnings"') : html.index('id="summary"')]
+    assert box.count(shown) == 1
+    assert box.index('class="alert"') < box.index(shown) < box.index("another warning")
 
 
 def test_verdict_banner():
