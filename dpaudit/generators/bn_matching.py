@@ -43,14 +43,17 @@ method relies on: on MNIST at epsilon 10 (2,000 images, 50 steps, a 10-epoch TST
 noise starts gave 47% TSTR and warped public starts 84%; the public starts alone, never
 optimised, give 46% (58% relabelled by the DP classifier). It only fits datasets of digits
 (classes 0-9), hence not the default. The prior must be independent of the private
-data: training refuses it when the members are scikit-learn's digits themselves. `sample`
-returns hard labels (the class each image was optimised for); `soft_labels(images)` gives the
+data: training refuses it when the members are scikit-learn's digits themselves. With
+`oversample` r > 1, r times as many candidates are optimised per class and the DP classifier
+keeps those it gives the highest probability of their class (also post-processing; on MNIST at
+epsilon 10, r = 1.5 raised TSTR from 93.0% to 93.8% with 10,000 images). `sample` returns hard labels (the class each image was optimised for); `soft_labels(images)` gives the
 DP classifier's probabilities for distillation-style use, also post-processing.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -89,6 +92,7 @@ class BNMatchingConfig:
     synthesis_steps: int = 50
     synthesis_batch: int = 100  # images optimised together (one class)
     synthesis_lr: float = 0.05
+    oversample: float = 1.0  # candidates optimised per image kept (the DP classifier keeps the most confident)
     bn_weight: float = 1.0
     tv_weight: float = 1.0
     l2_weight: float = 1e-4
@@ -235,6 +239,8 @@ class BNMatching(Generator):
             cfg, "clf_batch_size", "clf_epochs", "clf_lr", "clf_max_grad_norm", "groups", "hidden", "stats_clip",
             "stats_noise_weight", "count_noise_weight", "synthesis_steps", "synthesis_batch", "synthesis_lr",
         )
+        if not cfg.oversample >= 1:
+            raise DpauditError(f"--set oversample: at least 1 (candidates per image kept), got {cfg.oversample}.")
         if not cfg.channels or any(c <= 0 or c % cfg.groups for c in cfg.channels):
             raise DpauditError(f"--set channels: positive multiples of groups ({cfg.groups}) expected, got {cfg.channels}.")
         if cfg.init == "public-digits" and holds_public_digits(members):
@@ -339,15 +345,25 @@ class BNMatching(Generator):
 
     def generate(self, labels: torch.Tensor, seed: int) -> torch.Tensor:
         """Images optimised class by class in batches of `synthesis_batch` (slow: every image
-        takes `synthesis_steps` forward/backward passes of the classifier)."""
+        takes `synthesis_steps` forward/backward passes of the classifier); with `oversample`
+        r, r times as many per class, of which the most confident are kept."""
+        cfg = self.config
         rng = torch.Generator().manual_seed(seed)
+        classes = labels.unique().tolist()
+        wanted = {c: int((labels == c).sum()) for c in classes}
+        jobs = []  # (class, images in this batch)
+        for c in classes:
+            total = math.ceil(wanted[c] * cfg.oversample)
+            jobs += [(c, min(cfg.synthesis_batch, total - i)) for i in range(0, total, cfg.synthesis_batch)]
+        candidates: dict[int, list[torch.Tensor]] = {c: [] for c in classes}
+        for c, size in tqdm(jobs, desc=f"{self.name}: synthesis", disable=not self.progress, leave=False):
+            candidates[c].append(self._synthesise(c, size, rng))
         out = torch.empty(len(labels), *self.shape)
-        jobs = []
-        for c in labels.unique().tolist():
-            idx = torch.nonzero(labels == c).flatten()
-            jobs += [(c, idx[i : i + self.config.synthesis_batch]) for i in range(0, len(idx), self.config.synthesis_batch)]
-        for c, idx in tqdm(jobs, desc=f"{self.name}: synthesis", disable=not self.progress, leave=False):
-            out[idx] = self._synthesise(c, len(idx), rng)
+        for c in classes:
+            x = torch.cat(candidates[c])
+            if len(x) > wanted[c]:
+                x = x[self.soft_labels(x)[:, c].argsort(descending=True)[: wanted[c]]]
+            out[labels == c] = x
         return out
 
     @torch.no_grad()

@@ -2,6 +2,8 @@
 sensitivity, the accounting of classifier + statistics + counts against opacus, learning,
 determinism and soft labels."""
 
+import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -159,7 +161,22 @@ def test_same_seed_same_run_and_soft_labels(digits, fitted):
     torch.testing.assert_close(soft.sum(1), torch.ones(20))
 
 
-@pytest.mark.parametrize("override", ["channels=4,5", "channels=4,8,8,8", "stats_clip=0", "synthesis_steps=0"])
+def test_oversampling_keeps_the_candidates_the_dp_classifier_is_surest_of(fitted):
+    """With oversample 3, each class's images are the 3x as many candidates that oversample 1
+    would give for 3x the labels (same seed, same batches), cut to the most confident third."""
+    labels = torch.arange(3).repeat_interleave(10)
+    candidates = fitted.generate(labels.repeat_interleave(3), seed=4)
+    oversampled = copy.copy(fitted)
+    oversampled.config = dataclasses.replace(fitted.config, oversample=3.0)
+    kept = oversampled.generate(labels, seed=4)
+    for c in range(3):
+        pool = candidates[labels.repeat_interleave(3) == c]
+        best = pool[fitted.soft_labels(pool)[:, c].argsort(descending=True)[:10]]
+        torch.testing.assert_close(kept[labels == c], best)
+
+
+@pytest.mark.parametrize("override", ["channels=4,5", "channels=4,8,8,8", "stats_clip=0", "synthesis_steps=0",
+                                      "oversample=0.5"])
 def test_bad_options_are_one_sentence_errors(digits, override):
     with pytest.raises(DpauditError, match=override.split("=")[0]):
         fit(digits.members, overrides=[override])
