@@ -10,8 +10,10 @@ Neither uses batch norm, so both train under opacus' DP-SGD unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -89,12 +91,36 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return float((predict_logits(model, x, batch_size).argmax(1) == y).float().mean())
 
 
+@contextlib.contextmanager
+def image_layout(model: nn.Module, x: torch.Tensor) -> Iterator[torch.memory_format]:
+    """Run `model` on images (N, C, H, W) in channels_last inside the block: oneDNN's
+    convolutions and max-pooling are 1.5-4x faster in that layout on CPU (measured on the DPDM
+    CNN). Yields the layout to give the inputs; the weights return to the default layout after
+    the block, which the rest of the code (state dicts, flattened gradients) expects. A nested
+    block (validation inside training) keeps the outer block's layout."""
+    outer = getattr(model, "_dpaudit_layout", None)
+    if outer is not None:
+        yield outer
+        return
+    layout = torch.channels_last if x.dim() == 4 else torch.contiguous_format
+    model.to(memory_format=layout)
+    model._dpaudit_layout = layout
+    try:
+        yield layout
+    finally:
+        del model._dpaudit_layout
+        model.to(memory_format=torch.contiguous_format)
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits of `model` on x, in eval mode, batched, on the model's device; returned on the CPU."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+    with image_layout(model, x) as layout:
+        return torch.cat([
+            model(x[i : i + batch_size].to(device, memory_format=layout)).cpu() for i in range(0, len(x), batch_size)
+        ])
 
 
 def train_classifier(
@@ -115,28 +141,26 @@ def train_classifier(
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    # channels_last: oneDNN's convolutions run about 13% faster on CPU in that layout; the
-    # weights go back to the default layout after training.
-    layout = torch.channels_last if x.dim() == 4 else torch.contiguous_format
-    model.to(device, memory_format=layout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.to(device)
     log, best_state, best_acc = TrainLog(), None, -1.0
-    for epoch in tqdm(range(epochs), desc=progress, disable=progress is None, leave=False):
-        model.train()
-        order = torch.randperm(len(x), generator=generator)
-        for i in range(0, len(x), batch_size):
-            idx = order[i : i + batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[idx].to(device, memory_format=layout)), y[idx].to(device)).backward()
-            optimizer.step()
-        if val is not None:
-            acc = accuracy(model, *val)
-            log.val_accuracy.append(acc)
-            if acc > best_acc:
-                best_acc, best_state, log.best_epoch = acc, copy.deepcopy(model.state_dict()), epoch
+    with image_layout(model, x) as layout:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        for epoch in tqdm(range(epochs), desc=progress, disable=progress is None, leave=False):
+            model.train()
+            order = torch.randperm(len(x), generator=generator)
+            for i in range(0, len(x), batch_size):
+                idx = order[i : i + batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x[idx].to(device, memory_format=layout)), y[idx].to(device)).backward()
+                optimizer.step()
+            if val is not None:
+                acc = accuracy(model, *val)
+                log.val_accuracy.append(acc)
+                if acc > best_acc:
+                    best_acc, best_state, log.best_epoch = acc, copy.deepcopy(model.state_dict()), epoch
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
         log.best_epoch = epochs - 1
-    model.to(memory_format=torch.contiguous_format).eval()
+    model.eval()
     return log

@@ -1,10 +1,17 @@
-"""The user cache: keys, atomic entries, and unreadable entries treated as absent."""
+"""The user cache: keys, atomic entries, unreadable entries treated as absent; the shipped cache behind it."""
 
+import hashlib
+import io
+import json
 import pickle
 
+import pytest
 import torch
 
+from dpaudit import cache
+from dpaudit.audit import utility
 from dpaudit.cache import cache_dir, entry_path, load_entry, save_entry
+from dpaudit.datasets import load_split
 
 
 class Boom:
@@ -49,3 +56,49 @@ def test_missing_corrupt_and_pickled_entries_are_absent(tmp_path):
     pickled = tmp_path / "pickled.pt"
     torch.save({"x": Boom()}, pickled, pickle_module=pickle)
     assert load_entry(pickled) is None  # refused by weights_only, never executed
+
+
+def _ship(monkeypatch, shipped_dir, name, data, sha256):
+    """A shipped cache in shipped_dir holding one entry `name` with the given recorded sha256."""
+    monkeypatch.setattr(cache, "SHIPPED_DIR", shipped_dir)
+    monkeypatch.setattr(cache, "SHIPPED_INDEX", shipped_dir / "index.json")
+    (shipped_dir / name).parent.mkdir(parents=True)
+    (shipped_dir / name).write_bytes(data)
+    (shipped_dir / "index.json").write_text(json.dumps({"entries": {name: {"sha256": sha256}}}))
+
+
+def test_a_shipped_entry_is_read_when_the_user_cache_lacks_it_and_its_sha256_matches(monkeypatch, tmp_path):
+    buffer = io.BytesIO()
+    torch.save({"best_epoch": 4}, buffer)
+    data = buffer.getvalue()
+    _ship(monkeypatch, tmp_path / "shipped", "trtr/dpdm-abc.pt", data, hashlib.sha256(data).hexdigest())
+    user = tmp_path / "user" / "trtr" / "dpdm-abc.pt"
+    assert load_entry(user) == {"best_epoch": 4}
+    save_entry(user, {"best_epoch": 7})  # the user's own entry comes first
+    assert load_entry(user) == {"best_epoch": 7}
+    assert load_entry(tmp_path / "user" / "trtr" / "dpdm-other.pt") is None
+
+
+def test_a_shipped_entry_whose_sha256_does_not_match_is_absent(monkeypatch, tmp_path):
+    buffer = io.BytesIO()
+    torch.save({"best_epoch": 4}, buffer)
+    _ship(monkeypatch, tmp_path / "shipped", "trtr/dpdm-abc.pt", buffer.getvalue(), "0" * 64)
+    assert load_entry(tmp_path / "user" / "trtr" / "dpdm-abc.pt") is None
+
+
+def test_the_shipped_ceiling_of_digits_matches_what_the_quick_profile_would_train(monkeypatch, tmp_path):
+    """Guards against drift: the shipped entry is found under the current settings' name, and it
+    is what the quick profile trains (the same validation accuracies as a fresh training)."""
+    index = json.loads(cache.SHIPPED_INDEX.read_text())["entries"]
+    if not any(e["torch"] == torch.__version__ and e["dataset"] == "digits" for e in index.values()):
+        pytest.skip(f"no shipped entry for torch {torch.__version__}")
+    reference = load_split("digits")
+    settings, device = utility.PROFILES["quick"], torch.device("cpu")
+    monkeypatch.setenv("DPAUDIT_CACHE", str(tmp_path))
+    shipped = utility.cached_trtr(reference.members, settings, 0, device)
+    assert shipped.from_cache
+    monkeypatch.setattr(cache, "SHIPPED_DIR", tmp_path / "none")
+    trained = utility.cached_trtr(reference.members, settings, 0, device)
+    assert not trained.from_cache
+    # equal on the machine that wrote it; other CPUs may round differently
+    assert trained.val_accuracy == pytest.approx(shipped.val_accuracy, abs=0.03)

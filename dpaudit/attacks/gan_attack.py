@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from dpaudit.nets import image_layout
+
 
 @dataclass(frozen=True)
 class GANAttackConfig:
@@ -84,24 +86,25 @@ def gan_attack(
     classifier.requires_grad_(False)
     generator = PrototypeGenerator(config.latent_dim, num_classes, shape, config.hidden)
     optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr)
-    try:
-        for _ in tqdm(range(config.steps), desc=progress, disable=progress is None, leave=False):
-            labels = targets[torch.randint(len(targets), (config.batch_size,), generator=generator_rng)]
-            z1 = torch.randn(config.batch_size, config.latent_dim, generator=generator_rng)
-            z2 = torch.randn(config.batch_size, config.latent_dim, generator=generator_rng)
-            x1, x2 = generator(z1, labels), generator(z2, labels)
-            loss = F.cross_entropy(classifier(x1), labels) + config.tv_weight * _mean_tv(x1)
-            # Mode seeking: image distance per latent distance, to be maximised.
-            spread = (x1 - x2).abs().flatten(1).mean(1) / (z1 - z2).abs().mean(1)
-            loss = loss - config.diversity_weight * spread.mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        labels = targets.repeat_interleave(config.n_prototypes)
-        with torch.no_grad():
-            images = generator(torch.randn(len(labels), config.latent_dim, generator=generator_rng), labels)
-            confidence = classifier(images).softmax(1).gather(1, labels[:, None]).squeeze(1)
-    finally:
-        for p, flag in zip(classifier.parameters(), flags):
-            p.requires_grad_(flag)
+    with image_layout(classifier, torch.empty(0, *shape)) as layout:
+        try:
+            for _ in tqdm(range(config.steps), desc=progress, disable=progress is None, leave=False):
+                labels = targets[torch.randint(len(targets), (config.batch_size,), generator=generator_rng)]
+                z1 = torch.randn(config.batch_size, config.latent_dim, generator=generator_rng)
+                z2 = torch.randn(config.batch_size, config.latent_dim, generator=generator_rng)
+                x1, x2 = generator(z1, labels), generator(z2, labels)
+                loss = F.cross_entropy(classifier(x1.contiguous(memory_format=layout)), labels) + config.tv_weight * _mean_tv(x1)
+                # Mode seeking: image distance per latent distance, to be maximised.
+                spread = (x1 - x2).abs().flatten(1).mean(1) / (z1 - z2).abs().mean(1)
+                loss = loss - config.diversity_weight * spread.mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            labels = targets.repeat_interleave(config.n_prototypes)
+            with torch.no_grad():
+                images = generator(torch.randn(len(labels), config.latent_dim, generator=generator_rng), labels)
+                confidence = classifier(images.contiguous(memory_format=layout)).softmax(1).gather(1, labels[:, None]).squeeze(1)
+        finally:
+            for p, flag in zip(classifier.parameters(), flags):
+                p.requires_grad_(flag)
     return Prototypes(images, labels, confidence)

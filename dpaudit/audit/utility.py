@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -139,16 +140,22 @@ def trtr_classifier(ctx: AuditContext) -> TSTRModel:
     kept in the user cache: it depends only on the members, the profile and the seed, so later
     audits against the same reference (other synthetic sets, `dpaudit compare`) skip its training."""
     settings = ctx.settings(PROFILES)
-    return ctx.cached("utility:trtr", lambda: _cached_trtr(ctx.reference.members, settings, ctx.seed, ctx.device))
+    return ctx.cached("utility:trtr", lambda: cached_trtr(ctx.reference.members, settings, ctx.seed, ctx.device))
 
 
-def _cached_trtr(members: ImageSet, settings: dict, seed: int, device: torch.device) -> TSTRModel:
+def trtr_cache_path(members: ImageSet, settings: dict, seed: int, device: torch.device) -> Path:
+    """Where the TRTR ceiling of these members, profile settings and seed is cached."""
     depends_on = {
         "members": members.fingerprint(),
         "settings": {key: settings[key] for key in ("epochs", "min_steps", "lr", "trtr_max_train", "val_fraction")},
         "batch_size": BATCH_SIZE, "seed": seed, "device": device.type, "torch": torch.__version__,
     }
-    path = entry_path("trtr", "dpdm", depends_on)
+    return entry_path("trtr", "dpdm", depends_on)
+
+
+def cached_trtr(members: ImageSet, settings: dict, seed: int, device: torch.device) -> TSTRModel:
+    """The TRTR ceiling from the cache (the user's, else the package's), else trained and cached."""
+    path = trtr_cache_path(members, settings, seed, device)
     entry = load_entry(path)
     if entry is not None:
         model = make_classifier(members.shape, members.num_classes)
