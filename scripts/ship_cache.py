@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()  # as the dpaudit command does
     index = json.loads(SHIPPED_INDEX.read_text()) if SHIPPED_INDEX.is_file() else {"entries": {}}
-    index["about"] = __doc__.split("\n\n")[2].replace("\n", " ")
+    index["about"] = __doc__.split("\n\n")[2].replace("\n", " ").strip()
     device = torch.device("cpu")
     for name in args.datasets:
         reference = load_split(name, seed=0)

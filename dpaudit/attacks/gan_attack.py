@@ -93,7 +93,8 @@ def gan_attack(
                 z1 = torch.randn(config.batch_size, config.latent_dim, generator=generator_rng)
                 z2 = torch.randn(config.batch_size, config.latent_dim, generator=generator_rng)
                 x1, x2 = generator(z1, labels), generator(z2, labels)
-                loss = F.cross_entropy(classifier(x1.contiguous(memory_format=layout)), labels) + config.tv_weight * _mean_tv(x1)
+                logits = classifier(x1.contiguous(memory_format=layout))
+                loss = F.cross_entropy(logits, labels) + config.tv_weight * _mean_tv(x1)
                 # Mode seeking: image distance per latent distance, to be maximised.
                 spread = (x1 - x2).abs().flatten(1).mean(1) / (z1 - z2).abs().mean(1)
                 loss = loss - config.diversity_weight * spread.mean()
@@ -103,7 +104,8 @@ def gan_attack(
             labels = targets.repeat_interleave(config.n_prototypes)
             with torch.no_grad():
                 images = generator(torch.randn(len(labels), config.latent_dim, generator=generator_rng), labels)
-                confidence = classifier(images.contiguous(memory_format=layout)).softmax(1).gather(1, labels[:, None]).squeeze(1)
+                logits = classifier(images.contiguous(memory_format=layout))
+                confidence = logits.softmax(1).gather(1, labels[:, None]).squeeze(1)
         finally:
             for p, flag in zip(classifier.parameters(), flags):
                 p.requires_grad_(flag)

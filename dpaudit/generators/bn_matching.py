@@ -46,8 +46,9 @@ optimised, give 46% (58% relabelled by the DP classifier). It only fits datasets
 data: training refuses it when the members are scikit-learn's digits themselves. With
 `oversample` r > 1, r times as many candidates are optimised per class and the DP classifier
 keeps those it gives the highest probability of their class (also post-processing; on MNIST at
-epsilon 10, r = 1.5 raised TSTR from 93.0% to 93.8% with 10,000 images). `sample` returns hard labels (the class each image was optimised for); `soft_labels(images)` gives the
-DP classifier's probabilities for distillation-style use, also post-processing.
+epsilon 10, r = 1.5 raised TSTR from 93.0% to 93.8% with 10,000 images). `sample` returns hard
+labels (the class each image was optimised for); `soft_labels(images)` gives the DP
+classifier's probabilities for distillation-style use, also post-processing.
 """
 
 from __future__ import annotations
