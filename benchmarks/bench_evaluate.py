@@ -7,9 +7,10 @@ Prints a Markdown table for benchmarks/RESULTS.md: each profile runs twice in a 
 cache, as the first audit against the reference (which trains the TRTR ceiling, unless the
 package ships it: quick, seed 0; `--no-shipped-cache` times a reference of your own) and as a
 later one (which reads it from the cache). Both run in one process, so the second also finds
-torch's kernels and the allocator warm: time `dpaudit evaluate` itself for a cold process. The "synthetic" set is the 10,000 labelled
-MNIST test images (members and holdout use all 60,000 training images); only the times matter
-here: utility then tests on the images it trained on.
+torch's kernels and the allocator warm: time `dpaudit evaluate` itself for a cold process.
+The "synthetic" set is the 10,000 labelled MNIST test images (members and holdout use all
+60,000 training images); only the times matter here: utility then tests on the images it
+trained on.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def main() -> None:
                         help="ignore the ceilings shipped in the package (time a reference of your own)")
     args = parser.parse_args()
     if args.no_shipped_cache:
-        cache.SHIPPED_DIR = Path(tempfile.mkdtemp(prefix="dpaudit-no-shipped-"))
+        cache.SHIPPED_DIR = Path("/nonexistent/dpaudit-shipped-cache")
     keep_freed_memory()  # as the dpaudit command does
 
     reference = load_split("mnist")

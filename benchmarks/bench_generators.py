@@ -61,7 +61,7 @@ def main() -> None:
     synthetic = generator.sample(args.num, seed=args.seed + 1)
     if args.save:
         torch.save(synthetic.x[:: max(1, args.num // 100)][:100].clone(), args.save)
-    settings = {"epochs": args.classifier_epochs, "min_steps": 0, "lr": 3e-4, "val_fraction": 0.1}
+    settings = {"epochs": args.classifier_epochs, "min_steps": 0, "val_fraction": 0.1}
     tstr = fit_classifier(synthetic, synthetic.num_classes, settings, None, args.seed, torch.device("cpu"), "TSTR")
     extractor = load_extractor(reference)
     row = {

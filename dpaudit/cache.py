@@ -83,8 +83,10 @@ def load_entry(path: Path) -> Any | None:
         if entry is not None:
             return entry
     shipped = SHIPPED_DIR / shipped_name(path)
-    if not (shipped.is_file() and SHIPPED_INDEX.is_file()):
+    if not (SHIPPED_INDEX.is_file() and shipped.is_file()):
+        return None
+    recorded = json.loads(SHIPPED_INDEX.read_text())["entries"].get(shipped_name(path), {}).get("sha256")
+    if recorded is None:
         return None
     data = shipped.read_bytes()
-    recorded = json.loads(SHIPPED_INDEX.read_text())["entries"].get(shipped_name(path), {}).get("sha256")
     return _read(data) if recorded == hashlib.sha256(data).hexdigest() else None

@@ -13,10 +13,10 @@ def test_predictions_in_channels_last_equal_the_default_layout():
 
 
 def test_a_nested_block_keeps_the_outer_layout_and_the_weights_return_to_default_after():
-    model, x = make_classifier((3, 16, 16), 4), torch.rand(2, 3, 16, 16)
+    model = make_classifier((3, 16, 16), 4)
     weight = model.conv[0].weight
-    with image_layout(model, x) as outer:
-        with image_layout(model, x) as inner:
+    with image_layout(model, images=True) as outer:
+        with image_layout(model, images=True) as inner:
             assert outer is inner is torch.channels_last
         assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     assert weight.is_contiguous()

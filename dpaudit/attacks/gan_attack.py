@@ -86,7 +86,7 @@ def gan_attack(
     classifier.requires_grad_(False)
     generator = PrototypeGenerator(config.latent_dim, num_classes, shape, config.hidden)
     optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr)
-    with image_layout(classifier, torch.empty(0, *shape)) as layout:
+    with image_layout(classifier, images=True) as layout:
         try:
             for _ in tqdm(range(config.steps), desc=progress, disable=progress is None, leave=False):
                 labels = targets[torch.randint(len(targets), (config.batch_size,), generator=generator_rng)]

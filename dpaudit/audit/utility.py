@@ -34,20 +34,16 @@ PROFILES: dict[str, dict] = {
     # random sample (None = all). val_fraction of them picks the epoch. Small sets get more
     # epochs, so that the CNN takes at least min_steps optimizer steps (0 = the epochs as given).
     # sklearn_max_train caps the sklearn models' training set (taken from the CNN's training part).
-    # lr: Adam's learning rate, the protocol's 3e-4 everywhere. (2e-3 for 150 steps gives quick a
-    # more accurate CNN in half the time, but one that gradient matching can no longer invert: on
-    # digits the reconstructions fell from above 14 dB to 11 dB PSNR, so the attack check lost
-    # its power; models fitted harder to their training images give smaller gradients.)
     "quick": {
-        "epochs": 3, "min_steps": 300, "lr": 3e-4, "max_train": 5000, "trtr_max_train": 5000, "val_fraction": 0.1,
+        "epochs": 3, "min_steps": 300, "max_train": 5000, "trtr_max_train": 5000, "val_fraction": 0.1,
         "sklearn_max_train": 2000, "logreg_max_iter": 100, "mlp_max_iter": 30,
     },
     "standard": {
-        "epochs": 10, "min_steps": 500, "lr": 3e-4, "max_train": 10000, "trtr_max_train": 10000, "val_fraction": 0.1,
+        "epochs": 10, "min_steps": 500, "max_train": 10000, "trtr_max_train": 10000, "val_fraction": 0.1,
         "sklearn_max_train": 10000, "logreg_max_iter": 200, "mlp_max_iter": 100,
     },
     "paper": {
-        "epochs": 50, "min_steps": 0, "lr": 3e-4, "max_train": None, "trtr_max_train": None, "val_fraction": 0.1,
+        "epochs": 50, "min_steps": 0, "max_train": None, "trtr_max_train": None, "val_fraction": 0.1,
         "sklearn_max_train": None, "logreg_max_iter": 1000, "mlp_max_iter": 200,
     },
 }
@@ -114,7 +110,7 @@ def fit_classifier(
         torch.manual_seed(seed)
         model = make_classifier(images.shape, num_classes)
     log = train_classifier(
-        model, images.x[train_idx], images.y[train_idx], epochs=epochs, seed=seed, lr=settings["lr"], batch_size=BATCH_SIZE,
+        model, images.x[train_idx], images.y[train_idx], epochs=epochs, seed=seed, batch_size=BATCH_SIZE,
         val=(images.x[val_idx], images.y[val_idx]), device=device, progress=progress,
     )
     model.cpu().eval()
@@ -147,7 +143,7 @@ def trtr_cache_path(members: ImageSet, settings: dict, seed: int, device: torch.
     """Where the TRTR ceiling of these members, profile settings and seed is cached."""
     depends_on = {
         "members": members.fingerprint(),
-        "settings": {key: settings[key] for key in ("epochs", "min_steps", "lr", "trtr_max_train", "val_fraction")},
+        "settings": {key: settings[key] for key in ("epochs", "min_steps", "trtr_max_train", "val_fraction")},
         "batch_size": BATCH_SIZE, "seed": seed, "device": device.type, "torch": torch.__version__,
     }
     return entry_path("trtr", "dpdm", depends_on)
