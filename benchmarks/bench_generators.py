@@ -7,7 +7,8 @@ built-in dataset's members at a given epsilon, sample a labelled synthetic set, 
 - FID in dpaudit's LeNet feature space (dpaudit.audit.features / fidelity), synthetic vs the
   real test set;
 - training time: wall clock and the process's CPU time (torch threads as given; the machine may
-  be shared with other work, so wall time overstates the cost on an idle machine).
+  be shared with other work, so wall time overstates the cost on an idle machine), and the
+  sampling's wall time.
 
 One JSON line per run is appended to --log and a markdown row is printed. Example:
 
@@ -58,7 +59,9 @@ def main() -> None:
     generator.fit(reference.members, PrivacyBudget(args.epsilon, args.delta), seed=args.seed)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     report = generator.privacy_report()
+    sample_wall = time.perf_counter()
     synthetic = generator.sample(args.num, seed=args.seed + 1)
+    sample_wall = time.perf_counter() - sample_wall
     if args.save:
         torch.save(synthetic.x[:: max(1, args.num // 100)][:100].clone(), args.save)
     settings = {"epochs": args.classifier_epochs, "min_steps": 0, "val_fraction": 0.1}
@@ -81,6 +84,7 @@ def main() -> None:
         "fid_lenet": fid(extractor(reference.test), extractor(synthetic)),
         "train_wall_s": round(wall, 1),
         "train_cpu_s": round(cpu, 1),
+        "sample_wall_s": round(sample_wall, 1),
         "threads": args.threads,
     }
     print(json.dumps(row), flush=True)

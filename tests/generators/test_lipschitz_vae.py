@@ -33,12 +33,13 @@ def test_registered_under_its_cli_name():
     assert GENERATORS["lipschitz-vae"] is LipschitzVAEGenerator
 
 
-def test_opacus_per_sample_gradients_through_spectral_normalisation_are_exact():
+@pytest.mark.parametrize("record_shape", [(5,), (2, 5)], ids=["vector", "sequence"])
+def test_opacus_per_sample_gradients_through_spectral_normalisation_are_exact(record_shape):
     g = torch.Generator().manual_seed(0)
-    layer = SpectralLinear(5, 4, 1.0, g)
+    layer = SpectralLinear(5, 4, 1.5, g)
     layer.power_iteration(5)
     gsm = GradSampleModule(torch.nn.Sequential(layer, torch.nn.ReLU()), loss_reduction="sum")
-    x = torch.randn(3, 5, generator=g)
+    x = torch.randn(3, *record_shape, generator=g)
     gsm(x).sum().backward()
     per_sample = layer.weight.grad_sample.clone()
     gsm.to_standard_module()
