@@ -76,6 +76,7 @@ def main() -> None:
         "sigma": report["sigma"],
         "sample_rate": report["sample_rate"],
         "steps": report["steps"],
+        "history": report["history"],
         "overrides": args.overrides,
         "num": args.num,
         "tstr": accuracy(tstr.model, reference.test.x, reference.test.y),

@@ -5,6 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import recall_score
 
+from dpaudit import cache
 from dpaudit.audit import utility
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.utility import per_class_accuracy, split_train_val, tstr_classifier
@@ -23,7 +24,10 @@ def small_profile(monkeypatch):
     return settings
 
 
-def test_members_as_synthetic_give_a_decent_tstr_equal_to_trtr(digits):
+def test_members_as_synthetic_give_a_decent_tstr_equal_to_trtr(digits, monkeypatch, tmp_path):
+    # The shipped TRTR ceiling was trained on another CPU, whose kernels round differently:
+    # train both models here, so that they are the same computation.
+    monkeypatch.setattr(cache, "SHIPPED_DIR", tmp_path / "no-shipped-cache")
     result = utility.run(AuditContext(digits.members, digits, "quick"))
     tstr = result.metrics["tstr_accuracy"]
     assert tstr.value > 0.85
