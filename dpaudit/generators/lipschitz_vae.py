@@ -100,9 +100,8 @@ def spectral_linear_grad_sample(layer: SpectralLinear, activations: list[torch.T
 
     Written as ONE batched product [s b_i / sigma, -c_i u]^T [a_i, v] (c_i = s <G_i, W> / sigma^2,
     computed as sum_t b_it^T W a_it without forming G_i): the per-sample gradients are the
-    step's largest tensor, and building them in one pass instead of five (product, inner
-    product, outer-product update, scaling) halved a lipschitz-vae step on MNIST (batch 512, one
-    thread: 1.4 to 0.69 s, benchmarks/RESULTS.md)."""
+    step's largest tensor, built here in one pass instead of five (product, inner product,
+    outer-product update, scaling); benchmarks/RESULTS.md has the step times."""
     a = activations[0].to(backprops.dtype)
     n = len(a)
     a, b = a.reshape(n, -1, a.shape[-1]), backprops.reshape(n, -1, backprops.shape[-1])

@@ -25,8 +25,8 @@ def small_profile(monkeypatch):
 
 
 def test_members_as_synthetic_give_a_decent_tstr_equal_to_trtr(digits, monkeypatch, tmp_path):
-    # The shipped TRTR ceiling was trained on another CPU, whose kernels round differently:
-    # train both models here, so that they are the same computation.
+    # The shipped TRTR ceiling was trained on another machine, whose kernels may round
+    # differently: train both models here, so that they are the same computation.
     monkeypatch.setattr(cache, "SHIPPED_DIR", tmp_path / "no-shipped-cache")
     result = utility.run(AuditContext(digits.members, digits, "quick"))
     tstr = result.metrics["tstr_accuracy"]
