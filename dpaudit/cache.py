@@ -48,9 +48,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: leave no temporary file behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def save_entry(path: Path, entry: Any) -> bytes:
@@ -74,19 +78,26 @@ def _read(data: bytes) -> Any | None:
         return None
 
 
-def load_entry(path: Path) -> Any | None:
+def load_entry(path: Path, *, shipped: bool = True) -> Any | None:
     """The entry at `path`, else the shipped entry of the same name (if its sha256 matches the
     index), else None: missing or unreadable entries count as absent (the caller recomputes
-    the entry and writes it to `path`)."""
+    the entry and writes it to `path`). `shipped=False` reads the user cache only, for entries
+    that are never shipped (the features of a user's images)."""
     if path.is_file():
-        entry = _read(path.read_bytes())
+        try:
+            data = path.read_bytes()
+        except OSError:  # removed between the check and the read, or unreadable
+            data = b""
+        entry = _read(data)
         if entry is not None:
             return entry
-    shipped = SHIPPED_DIR / shipped_name(path)
-    if not (SHIPPED_INDEX.is_file() and shipped.is_file()):
+    if not shipped:
+        return None
+    shipped_path = SHIPPED_DIR / shipped_name(path)
+    if not (SHIPPED_INDEX.is_file() and shipped_path.is_file()):
         return None
     recorded = json.loads(SHIPPED_INDEX.read_text())["entries"].get(shipped_name(path), {}).get("sha256")
     if recorded is None:
         return None
-    data = shipped.read_bytes()
+    data = shipped_path.read_bytes()
     return _read(data) if recorded == hashlib.sha256(data).hexdigest() else None

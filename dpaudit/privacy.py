@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 from dpaudit.errors import DpauditError
 
+# delta where none is given: of a generator's budget, and of the audit's bounds when a manifest
+# claims none (the usual convention for MNIST-sized data, below 1 / the number of records).
+DEFAULT_DELTA = 1e-5
+
 
 @dataclass(frozen=True)
 class PrivacyBudget:

@@ -86,6 +86,34 @@ def test_a_shipped_entry_whose_sha256_does_not_match_is_absent(monkeypatch, tmp_
     assert load_entry(tmp_path / "user" / "trtr" / "dpdm-abc.pt") is None
 
 
+def test_shipped_false_reads_the_user_cache_only(monkeypatch, tmp_path):
+    buffer = io.BytesIO()
+    torch.save({"best_epoch": 4}, buffer)
+    data = buffer.getvalue()
+    _ship(monkeypatch, tmp_path / "shipped", "features/x-abc.pt", data, hashlib.sha256(data).hexdigest())
+    user = tmp_path / "user" / "features" / "x-abc.pt"
+    assert load_entry(user) == {"best_epoch": 4}  # the default still falls back on the shipped entry
+    assert load_entry(user, shipped=False) is None
+    user.parent.mkdir(parents=True)
+    user.write_bytes(b"corrupt")
+    assert load_entry(user, shipped=False) is None
+    save_entry(user, {"best_epoch": 7})
+    assert load_entry(user, shipped=False) == {"best_epoch": 7}
+
+
+def test_a_failed_write_leaves_the_old_entry_and_no_temporary_file(monkeypatch, tmp_path):
+    path = tmp_path / "kind" / "e.pt"
+    save_entry(path, {"best_epoch": 1})
+
+    def interrupted(src, dst):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(cache.os, "replace", interrupted)
+    with pytest.raises(OSError):
+        save_entry(path, {"best_epoch": 2})
+    assert [p.name for p in path.parent.iterdir()] == ["e.pt"] and load_entry(path) == {"best_epoch": 1}
+
+
 def test_the_shipped_ceiling_of_digits_matches_what_the_quick_profile_would_train(monkeypatch, tmp_path):
     """Guards against drift: the shipped entry is found under the current settings' name, and it
     is what the quick profile trains (the same validation accuracies as a fresh training)."""

@@ -1,25 +1,36 @@
-"""What every membership-inference attack shares: the draw of targets and the AttackResult.
+"""What every membership-inference attack shares: the draw of targets, the inputs every attack
+is handed, the registry of attacks, and the AttackResult.
 
 An attack scores a balanced, randomly drawn set of targets: members (images the generator
 was trained on) and non-members (holdout images it never saw). A higher score means "more
 likely a member". The holdout is split in two: non-member targets, and a disjoint
 *reference* set of real images that calibrated attacks may use as the attacker's own data.
 
+A membership attack is one function `score(inputs: MembershipInputs, config) -> AttackScores
+| None` (None: it does not apply to these inputs), registered under its name with
+`@register_membership_attack(name, family=..., space=..., config=ConfigClass)`; its config comes
+from the profile (`MembershipConfig.attacks[name]`), else `ConfigClass()`. The membership check
+runs every registered attack in registration order.
+
 `AttackResult.from_scores` turns scores into the ROC (sklearn), the AUC with a DeLong
-confidence interval, TPR at fixed FPRs, the advantage and the empirical epsilon bounds.
+confidence interval, TPR at fixed FPRs, the advantage and the empirical epsilon bounds (the
+auditor, `dpaudit.attacks.auditor`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
+from torch import nn
 
-from dpaudit.attacks.epsilon import EpsilonBound, one_run_epsilon_bound, split_threshold_epsilon
+from dpaudit.attacks.auditor import CanaryScoreAuditor
+from dpaudit.attacks.epsilon import EpsilonBound
 
 # Metric-key suffix -> false-positive rate at which the TPR is reported.
 FPR_LEVELS = {"10pct": 0.1, "1pct": 0.01, "0p1pct": 0.001}
@@ -67,6 +78,77 @@ def draw_targets(n_members: int, n_holdout: int, *, per_side: int, reference: in
     return TargetSplit(members.sort().values, holdout[:side].sort().values, holdout[side : side + n_reference].sort().values)
 
 
+@dataclass
+class MembershipInputs:
+    """What every membership attack is handed. Targets are members and non-members in an order
+    the attack must not use; the reference images are real images known to be non-members (the
+    attacker's own data). `features(role)` gives the rows of "targets", "reference" or "synthetic"
+    in the audit's feature space (computed once); `downstream_model()` the classifier trained on
+    the synthetic set, or None where there is none; `make_model()` a fresh classifier of its
+    architecture (for shadow models)."""
+
+    target_images: torch.Tensor
+    target_labels: torch.Tensor | None
+    reference_images: torch.Tensor
+    reference_labels: torch.Tensor | None
+    synthetic_images: torch.Tensor
+    features: Callable[[str], torch.Tensor]
+    downstream_model: Callable[[], nn.Module | None]
+    make_model: Callable[[], nn.Module]
+    seed: int = 0
+    device: torch.device | str = "cpu"
+
+    def rows(self, space: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(targets, reference, synthetic) as flat rows of pixels (`space="pixel"`) or features."""
+        if space == "pixel":
+            return self.target_images.flatten(1), self.reference_images.flatten(1), self.synthetic_images.flatten(1)
+        return self.features("targets"), self.features("reference"), self.features("synthetic")
+
+
+@dataclass
+class AttackScores:
+    """One score per target (higher = more likely a member) and what the attack says about its run."""
+
+    scores: np.ndarray
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MembershipAttack:
+    """A registered membership attack: its function, family ("synthetic": attacks the released
+    set; "downstream": attacks a model trained on it), the space it works in and its config class."""
+
+    name: str
+    score: Callable[[MembershipInputs, Any], AttackScores | None]
+    family: str
+    space: str | None = None
+    Config: type | None = None
+
+    def default_config(self) -> Any:
+        return None if self.Config is None else self.Config()
+
+    def run(self, inputs: MembershipInputs, config: Any) -> AttackScores | None:
+        """The attack's scores, with family and space in their details (None if it does not apply)."""
+        out = self.score(inputs, config)
+        if out is None:
+            return None
+        where = {"family": self.family, **({"space": self.space} if self.space else {})}
+        return AttackScores(np.asarray(out.scores, dtype=float), {**where, **out.details})
+
+
+MEMBERSHIP_ATTACKS: dict[str, MembershipAttack] = {}
+
+
+def register_membership_attack(name: str, *, family: str, space: str | None = None, config: type | None = None):
+    """Decorator: register `score(inputs, config) -> AttackScores | None` as membership attack `name`."""
+
+    def register(score: Callable[[MembershipInputs, Any], AttackScores | None]):
+        MEMBERSHIP_ATTACKS[name] = MembershipAttack(name, score, family, space, config)
+        return score
+
+    return register
+
+
 def delong_auc(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """AUC and its DeLong standard error. sklearn has no AUC interval; this is DeLong et al.
     (1988) computed from midranks (Sun and Xu 2014), O(n log n)."""
@@ -97,7 +179,6 @@ def _compact_roc(fpr: np.ndarray, tpr: np.ndarray, n_neg: int) -> dict:
         grid = np.unique(np.r_[0.0, np.logspace(math.log10(1 / max(n_neg, 1)), 0, 128), np.linspace(0, 1, 65)])
         fpr, tpr = grid, np.array([tpr_at_fpr(fpr, tpr, g) for g in grid])
     return {"fpr": [round(float(v), 6) for v in fpr], "tpr": [round(float(v), 6) for v in tpr]}
-
 
 
 @dataclass
@@ -162,10 +243,7 @@ class AttackResult:
             auc_ci=(max(0.0, auc - z * se), min(1.0, auc + z * se)),
             tpr_at={key: tpr_at_fpr(fpr, tpr, level) for key, level in FPR_LEVELS.items()},
             advantage=float(np.max(tpr - fpr)),
-            epsilon={
-                "clopper_pearson": split_threshold_epsilon(scores, labels, delta=delta, alpha=alpha, seed=seed),
-                "one_run": one_run_epsilon_bound(scores, labels, delta=delta, alpha=alpha, seed=seed),
-            },
+            epsilon=CanaryScoreAuditor(scores, labels).epsilon_lower_bounds(delta=delta, alpha=alpha, seed=seed),
             details=dict(details or {}),
         )
 

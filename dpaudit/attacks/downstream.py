@@ -11,10 +11,14 @@ other real images. Two attacks, both scoring (image, label) targets, higher = me
   confidence phi = log(p_y / (1 - p_y)) when the target is absent; the score is how far the
   target model's phi lies above it, (phi - mu_out) / sigma_out, with mu_out per target and one
   pooled sigma_out (Carlini et al.'s fixed variance, the stable choice with few shadows).
+
+Both are registered membership attacks of the "downstream" family; they need the classifier
+trained on the synthetic set (none for an unlabelled set) and labelled targets.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from dpaudit.attacks.base import AttackScores, MembershipInputs, register_membership_attack
 from dpaudit.nets import predict_logits, train_classifier
 
 
@@ -72,3 +77,42 @@ def lira_offline_scores(model: nn.Module, shadows: list[nn.Module], x: torch.Ten
     mu = phi_out.mean(axis=0)
     sigma = np.sqrt(((phi_out - mu) ** 2).sum() / (phi_out.size - phi_out.shape[1]))
     return (logit_confidence(model, x, y) - mu) / max(sigma, 1e-12)
+
+
+# ---------------------------------------------------------------- the registered attacks
+
+
+@dataclass(frozen=True)
+class LiraConfig:
+    """Offline LiRA's OUT shadow models: how many (fewer than 2: the attack does not run), the
+    reference images each trains on (a seeded sample) and its epochs."""
+
+    shadows: int = 0
+    train_size: int = 1000
+    epochs: int = 2
+
+
+@register_membership_attack("downstream_loss", family="downstream")
+def downstream_loss(inputs: MembershipInputs, config: None) -> AttackScores | None:
+    model = inputs.downstream_model()
+    if model is None or inputs.target_labels is None:
+        return None
+    return AttackScores(loss_scores(model, inputs.target_images, inputs.target_labels))
+
+
+@register_membership_attack("downstream_lira", family="downstream", config=LiraConfig)
+def downstream_lira(inputs: MembershipInputs, config: LiraConfig) -> AttackScores | None:
+    if config.shadows < 2 or len(inputs.reference_images) == 0 or inputs.reference_labels is None:
+        return None
+    model = inputs.downstream_model()
+    if model is None or inputs.target_labels is None:
+        return None
+    shadows = train_shadow_models(
+        inputs.make_model, inputs.reference_images, inputs.reference_labels, n_shadows=config.shadows,
+        train_size=config.train_size, epochs=config.epochs, seed=inputs.seed, device=inputs.device,
+    )
+    return AttackScores(
+        lira_offline_scores(model, shadows, inputs.target_images, inputs.target_labels),
+        {"shadows": config.shadows, "shadow_epochs": config.epochs,
+         "shadow_train_size": min(config.train_size, len(inputs.reference_images))},
+    )

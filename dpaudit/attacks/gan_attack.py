@@ -7,6 +7,9 @@ requested target class. A total-variation prior keeps the images smooth and a mo
 diversity term (Mao et al. 2019) keeps the prototypes of a class apart. Hitaj et al. train the
 generator against a collaboratively trained model that keeps learning; here the model is
 final, which is the threat model of a released classifier.
+
+As an audit check (`GANPrototypes`), the prototypes are drawn from the classifier trained on the
+synthetic set, and from the one trained on the members for the control.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from dpaudit.attacks.reconstruction import Reconstruction, ReconstructionAttack, Victim, register_reconstruction_attack
+from dpaudit.metric import Metric
 from dpaudit.nets import image_layout
 
 
@@ -110,3 +115,43 @@ def gan_attack(
             for p, flag in zip(classifier.parameters(), flags):
                 p.requires_grad_(flag)
     return Prototypes(images, labels, confidence)
+
+
+@register_reconstruction_attack
+class GANPrototypes(ReconstructionAttack):
+    """Class prototypes generated against the victim classifier, held fixed."""
+
+    name = "gan_attack"
+    title = "GAN-based reconstruction"
+    question = ("Can a generator trained against a model reproduce its training images? A generator is trained so that "
+                "the classifier trained on the synthetic images assigns its outputs to each class (Hitaj et al. "
+                "2017); its class prototypes are set beside their nearest real and nearest synthetic images.")
+    Config = GANAttackConfig
+    describes = "GAN prototypes (matched within their class)"
+    control_describes = "prototypes"
+    control_is = "classifier trained on the members"
+    caption = "GAN prototypes from the classifier trained on the synthetic set"
+    control_caption = "control: GAN prototypes from the classifier trained on the members"
+
+    def reconstruct(self, victim: Victim, config: GANAttackConfig, progress: str) -> Reconstruction:
+        model, _ = victim.trained()
+        protos = gan_attack(model, victim.images.shape, victim.num_classes, config=config, seed=victim.seed,
+                            progress=progress)
+        n = {"prototypes": len(protos.labels)}
+        if victim.is_control:
+            metrics = {"control_target_confidence": Metric(
+                float(protos.confidence.mean()), "info",
+                "control: mean target-class probability of the prototypes drawn from the classifier trained on members",
+                range=(0.0, 1.0), n=n,
+            )}
+            return Reconstruction(protos.images, protos.labels, metrics, {"confidence": protos.confidence.tolist()})
+        metrics = {"target_confidence": Metric(
+            float(protos.confidence.mean()), "info",
+            "mean probability the attacked classifier gives a prototype's target class (attack success)",
+            range=(0.0, 1.0), n=n,
+        )}
+        details = {
+            "baseline_note": "the holdout baseline matches holdout images against all members, not only their class",
+            "prototype_labels": protos.labels.tolist(),
+        }
+        return Reconstruction(protos.images, protos.labels, metrics, details)

@@ -13,12 +13,13 @@ target, higher meaning "more likely a member":
 - `classifier_scores`: LOGAN-style (Hayes et al. 2019): a classifier trained to tell synthetic
   from reference rows; the score is its P(synthetic).
 
-Nearest-neighbour search is passed in as `nn_fn` (exact; blocked torch.cdist by default).
+Each is registered (dpaudit/attacks/base.py): the distances in pixel and in feature space, the
+others in feature space. Nearest-neighbour search is `dpaudit.neighbors` (exact).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,41 +29,23 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-# (queries N x D, refs M x D) -> (squared distances N x k, indices N x k), exact.
-NearestNeighbors = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+from dpaudit.attacks.base import AttackScores, MembershipInputs, register_membership_attack
+from dpaudit.neighbors import nearest_distance
+from dpaudit.sampling import seeded_sample
 
 
-def cdist_nearest_neighbors(queries: torch.Tensor, refs: torch.Tensor, block_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact 1-NN by torch.cdist over blocks of queries (bounded memory). The default `nn_fn`:
-    attacks may not import the audit's nearest_neighbors, so the audit passes that one in."""
-    dists, idx = [], []
-    for start in range(0, len(queries), block_size):
-        d, i = torch.cdist(queries[start : start + block_size].float(), refs.float()).min(dim=1)
-        dists.append(d.square()[:, None])
-        idx.append(i[:, None])
-    return torch.cat(dists), torch.cat(idx)
-
-
-def nearest_distance(queries: torch.Tensor, refs: torch.Tensor, nn_fn: NearestNeighbors | None = None) -> np.ndarray:
-    """Euclidean distance from each query row to its nearest row of `refs`."""
-    sq_dists, _ = (nn_fn or cdist_nearest_neighbors)(queries, refs)
-    return sq_dists[:, 0].clamp_min(0).sqrt().double().numpy()
-
-
-def distance_scores(targets: torch.Tensor, synthetic: torch.Tensor, *, nn_fn: NearestNeighbors | None = None) -> np.ndarray:
+def distance_scores(targets: torch.Tensor, synthetic: torch.Tensor) -> np.ndarray:
     """GAN-Leaks full black-box: minus the distance to the nearest synthetic row."""
-    return -nearest_distance(targets, synthetic, nn_fn)
+    return -nearest_distance(targets, synthetic).numpy()
 
 
-def calibrated_distance_scores(
-    targets: torch.Tensor, synthetic: torch.Tensor, reference: torch.Tensor, *, nn_fn: NearestNeighbors | None = None
-) -> np.ndarray:
+def calibrated_distance_scores(targets: torch.Tensor, synthetic: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
     """Distance to the nearest reference row minus distance to the nearest synthetic row."""
-    return nearest_distance(targets, reference, nn_fn) - nearest_distance(targets, synthetic, nn_fn)
+    return (nearest_distance(targets, reference) - nearest_distance(targets, synthetic)).numpy()
 
 
 def _subsample(x: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
-    return x if len(x) <= limit else x[np.sort(rng.choice(len(x), limit, replace=False))]
+    return x[seeded_sample(len(x), limit, rng).numpy()]
 
 
 def domias_scores(
@@ -108,3 +91,63 @@ def classifier_scores(
     )
     model.fit(np.r_[syn, ref], np.r_[np.ones(len(syn)), np.zeros(len(ref))])
     return model.predict_proba(targets.double().numpy())[:, 1]
+
+
+# ---------------------------------------------------------------- the registered attacks
+
+
+@dataclass(frozen=True)
+class DomiasConfig:
+    """PCA dimensions and the rows per side the KDEs are fitted on (a seeded sample)."""
+
+    n_components: int = 8
+    max_fit: int = 5000
+
+
+@dataclass(frozen=True)
+class LoganConfig:
+    """Hidden units of the MLP and rows per side it is trained on (a seeded sample)."""
+
+    hidden: int = 64
+    max_fit: int = 5000
+
+
+@register_membership_attack("distance_pixel", family="synthetic", space="pixel")
+def distance_pixel(inputs: MembershipInputs, config: None) -> AttackScores:
+    targets, _, synthetic = inputs.rows("pixel")
+    return AttackScores(distance_scores(targets, synthetic))
+
+
+@register_membership_attack("calibrated_distance_pixel", family="synthetic", space="pixel")
+def calibrated_distance_pixel(inputs: MembershipInputs, config: None) -> AttackScores:
+    return AttackScores(calibrated_distance_scores(*_targets_synthetic_reference(inputs, "pixel")))
+
+
+@register_membership_attack("distance_feature", family="synthetic", space="feature")
+def distance_feature(inputs: MembershipInputs, config: None) -> AttackScores:
+    targets, _, synthetic = inputs.rows("feature")
+    return AttackScores(distance_scores(targets, synthetic))
+
+
+@register_membership_attack("calibrated_distance_feature", family="synthetic", space="feature")
+def calibrated_distance_feature(inputs: MembershipInputs, config: None) -> AttackScores:
+    return AttackScores(calibrated_distance_scores(*_targets_synthetic_reference(inputs, "feature")))
+
+
+@register_membership_attack("domias", family="synthetic", space="feature", config=DomiasConfig)
+def domias(inputs: MembershipInputs, config: DomiasConfig) -> AttackScores:
+    scores = domias_scores(*_targets_synthetic_reference(inputs, "feature"), n_components=config.n_components,
+                           max_fit=config.max_fit, seed=inputs.seed)
+    return AttackScores(scores, {"pca_dim": config.n_components})
+
+
+@register_membership_attack("classifier", family="synthetic", space="feature", config=LoganConfig)
+def logan(inputs: MembershipInputs, config: LoganConfig) -> AttackScores:
+    scores = classifier_scores(*_targets_synthetic_reference(inputs, "feature"), hidden=config.hidden,
+                               max_fit=config.max_fit, seed=inputs.seed)
+    return AttackScores(scores)
+
+
+def _targets_synthetic_reference(inputs: MembershipInputs, space: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    targets, reference, synthetic = inputs.rows(space)
+    return targets, synthetic, reference

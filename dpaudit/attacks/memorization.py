@@ -13,7 +13,8 @@ training images in the model it returns, and the decoder that reads them back ou
   predicted class back to the centre of its pixel level.
 
 The secrets are taken from the training set itself: run on a synthetic set, a malicious trainer
-can exfiltrate at most what the synthetic set holds.
+can exfiltrate at most what the synthetic set holds. As an audit check (`Memorization`), the
+malicious trainer runs on the synthetic set, and on the members for the control.
 """
 
 from __future__ import annotations
@@ -25,15 +26,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from dpaudit.attacks.gradient_matching import psnr
-from dpaudit.nets import make_classifier, predict_logits
+from dpaudit.attacks.reconstruction import Reconstruction, ReconstructionAttack, Victim, register_reconstruction_attack
+from dpaudit.image_similarity import pairwise_psnr, pairwise_ssim
+from dpaudit.metric import Metric
+from dpaudit.nets import accuracy, make_classifier, predict_logits
+from dpaudit.sampling import seeded_sample
 
 METHODS = ("correlation", "capacity")
 
 
 @dataclass(frozen=True)
 class MemorizationConfig:
-    """The malicious trainer: method, number of secret images, correlation weight, training budget."""
+    """The malicious trainer: method, number of secret images, correlation weight, training
+    budget; as a check, the training images it is given (a seeded sample; None = all)."""
 
     method: str = "correlation"
     n_secrets: int = 16
@@ -41,6 +46,7 @@ class MemorizationConfig:
     epochs: int = 30
     lr: float = 3e-3
     batch_size: int = 128
+    max_train: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -162,4 +168,51 @@ def malicious_train(
     else:
         decoded = decode_capacity(model, n, shape, num_classes, crafted_seed)
     correlation = float(pearson(decoded.flatten(), secret_flat))
-    return Memorization(model, secret_idx, decoded, psnr(decoded, secrets), correlation)
+    return Memorization(model, secret_idx, decoded, pairwise_psnr(decoded, secrets), correlation)
+
+
+@register_reconstruction_attack
+class Memorization(ReconstructionAttack):
+    """A malicious trainer hides images of its training set in the classifier it returns."""
+
+    name = "memorization"
+    title = "Memorization"
+    question = ("Can a malicious trainer hide training images in the model it hands back? A classifier is trained on "
+                "the synthetic images with correlated-value encoding (Song et al. 2017); the images decoded from its "
+                "weights are set beside their nearest real and nearest synthetic images.")
+    Config = MemorizationConfig
+    describes = "decoded images"
+    control_describes = "decoded images"
+    control_is = "malicious trainer run on the members"
+    caption = "images decoded from a maliciously trained classifier"
+    control_caption = "control: images decoded after malicious training on the members"
+
+    def reconstruct(self, victim: Victim, config: MemorizationConfig, progress: str) -> Reconstruction:
+        images = victim.images
+        pick = seeded_sample(len(images), config.max_train, victim.seed)
+        attack = malicious_train(images.x[pick], images.y[pick], victim.num_classes, config, victim.seed, progress=progress)
+        secrets = pick[attack.secret_idx]
+        if victim.is_control:
+            details = {"secret_member_indices": secrets.tolist(), "decode_psnr": float(attack.psnr.mean())}
+            return Reconstruction(attack.decoded, None, {}, details)
+        n = {"decoded": len(secrets)}
+        test = victim.test
+        metrics = {
+            "decode_psnr": Metric(
+                float(attack.psnr.mean()), "info",
+                "mean PSNR (dB) of a decoded image to the synthetic image hidden in the model (attack success)",
+                n=n,
+            ),
+            "decode_ssim": Metric(
+                float(pairwise_ssim(attack.decoded, images.x[secrets]).mean()), "info",
+                "mean SSIM of a decoded image to the synthetic image hidden in the model (attack success)",
+                range=(-1.0, 1.0), n=n,
+            ),
+            "malicious_test_accuracy": Metric(
+                accuracy(attack.model, test.x, test.y), "info",
+                "real test accuracy of the malicious model: it stays useful while it carries the hidden images",
+                range=(0.0, 1.0), n={"test": len(test)},
+            ),
+        }
+        details = {"pixel_correlation": attack.pixel_correlation, "secret_synthetic_indices": secrets.tolist()}
+        return Reconstruction(attack.decoded, None, metrics, details)

@@ -1,24 +1,24 @@
 """AuditContext: the inputs of one audit and what checks share (features, the downstream model).
 
-Every check is a function `run(ctx: AuditContext) -> CheckResult`. A check reads its own
-budgets with `ctx.settings(PROFILES)`, where PROFILES maps profile name -> settings dict and
-is defined in the check's own module. Work that two checks need (features of a set, the
-classifier trained on the synthetic set) is computed once and kept in the context.
+Every check is a function `run(ctx: AuditContext) -> CheckResult`. A check reads its settings
+from the typed profile, `ctx.profile.<check>` (dpaudit/audit/profiles.py). Work that two checks
+need (features of a set, the classifier trained on the synthetic set) is computed once and kept
+in the context.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from dpaudit.datasets import Reference
-from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet
 from dpaudit.manifest import Manifest
 
-PROFILE_NAMES = ("quick", "standard", "paper")
+if TYPE_CHECKING:
+    from dpaudit.audit.profiles import Profile
 
 
 @dataclass
@@ -27,7 +27,7 @@ class AuditContext:
 
     synthetic: ImageSet
     reference: Reference
-    profile: str = "quick"
+    profile: "Profile | str" = "quick"
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     manifest: Manifest | None = None
@@ -37,25 +37,33 @@ class AuditContext:
     warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.profile not in PROFILE_NAMES:
-            raise DpauditError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILE_NAMES)}.")
+        from dpaudit.audit.profiles import get_profile  # the profiles import every check's config
 
-    def settings(self, profiles: dict[str, dict]) -> dict:
-        """This profile's settings from a check's PROFILES table."""
-        return profiles[self.profile]
+        self.profile = get_profile(self.profile)
 
     def images(self, role: str) -> ImageSet:
         """`synthetic`, `members`, `holdout` or `test`."""
         return self.synthetic if role == "synthetic" else getattr(self.reference, role)
 
     def features(self, role: str) -> torch.Tensor:
-        """Features of `synthetic`, `members`, `holdout` or `test`, computed once."""
+        """Features of `synthetic`, `members`, `holdout` or `test`, computed once (the real sets'
+        from the on-disk feature cache, see `real_features`)."""
         key = f"features:{role}"
         if key not in self.shared:
-            if self.extractor is None:
-                raise RuntimeError("AuditContext.extractor is not set")
-            self.shared[key] = self.extractor(self.images(role))
+            images = self.images(role)
+            self.shared[key] = self.extractor(images) if role == "synthetic" else self.real_features(images)
         return self.shared[key]
+
+    def real_features(self, images: ImageSet) -> torch.Tensor:
+        """Features of real images (the reference's sets or parts of them) through the on-disk
+        cache, so that later audits against the same reference read them instead of extracting
+        them again (an extractor without a cache is called directly)."""
+        if self.extractor is None:
+            raise RuntimeError("AuditContext.extractor is not set")
+        if "real_extractor" not in self.shared:
+            cached = getattr(self.extractor, "cached", None)
+            self.shared["real_extractor"] = cached() if callable(cached) else self.extractor
+        return self.shared["real_extractor"](images)
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
         """`compute()` once per context under `key` (e.g. the classifier trained on the synthetic set)."""

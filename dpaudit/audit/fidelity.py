@@ -19,9 +19,8 @@ Per class as well when both sets are labelled: details["per_class"][metric] = [v
 from __future__ import annotations
 
 import math
-import time
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -29,14 +28,21 @@ from torchmetrics.image.kid import poly_mmd
 
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.result import CheckResult, Metric
-from dpaudit.audit.similarity import nearest_neighbors
+from dpaudit.audit.spec import CheckSpec
+from dpaudit.neighbors import nearest_neighbors
+from dpaudit.sampling import seeded_sample
 
-PROFILES: dict[str, dict] = {
-    # max_samples: images per side (a seeded random sample; None = all). kid_*: KID subsets.
-    "quick": {"max_samples": 5_000, "kid_subsets": 20, "kid_subset_size": 1_000, "k": 5},
-    "standard": {"max_samples": 10_000, "kid_subsets": 100, "kid_subset_size": 1_000, "k": 5},
-    "paper": {"max_samples": None, "kid_subsets": 100, "kid_subset_size": 1_000, "k": 5},
-}
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """`max_samples` images per side (a seeded random sample; None = all), `kid_subsets` KID
+    subsets of `kid_subset_size` images, `k` neighbours of PRDC."""
+
+    max_samples: int | None = 5_000
+    kid_subsets: int = 20
+    kid_subset_size: int = 1_000
+    k: int = 5
+
 
 # metric -> (direction, range, meaning); `target` direction aims at 1.
 METRIC_INFO = {
@@ -126,35 +132,25 @@ def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> dict[str, float]
     }
 
 
-def compare(real: torch.Tensor, fake: torch.Tensor, settings: dict, seed: int) -> tuple[dict[str, float], float | None]:
+def compare(real: torch.Tensor, fake: torch.Tensor, config: FidelityConfig, seed: int) -> tuple[dict[str, float], float | None]:
     """Every fidelity metric the sizes allow: {metric: value} and the KID std.
     FID and KID need 2 samples per side, PRDC more than k."""
     values, kid_std = {}, None
     if min(len(real), len(fake)) >= 2:
         values["fid"] = fid(real, fake)
-        values["kid"], kid_std = kid(real, fake, settings["kid_subsets"], settings["kid_subset_size"], seed)
-    if min(len(real), len(fake)) > settings["k"]:
-        values.update(prdc(real, fake, settings["k"]))
+        values["kid"], kid_std = kid(real, fake, config.kid_subsets, config.kid_subset_size, seed)
+    if min(len(real), len(fake)) > config.k:
+        values.update(prdc(real, fake, config.k))
     return values, kid_std
-
-
-def _sample(n: int, limit: int | None, seed: int, stream: int) -> torch.Tensor:
-    """Sorted indices of a seeded random sample of min(n, limit) out of n."""
-    if limit is None or n <= limit:
-        return torch.arange(n)
-    rng = np.random.default_rng([seed, stream])
-    return torch.from_numpy(np.sort(rng.choice(n, size=limit, replace=False)))
 
 
 def run(ctx: AuditContext) -> CheckResult:
     """The fidelity check: FID, KID, precision, recall, density, coverage (overall and per class)."""
-    start = time.perf_counter()
-    settings = ctx.settings(PROFILES)
-    limit, k = settings["max_samples"], settings["k"]
+    config = ctx.profile.fidelity
     synthetic, members, holdout = ctx.synthetic, ctx.reference.members, ctx.reference.holdout
-    pick_s = _sample(len(synthetic), limit, ctx.seed, 1)
-    pick_m = _sample(len(members), limit, ctx.seed, 2)
-    pick_h = _sample(len(holdout), len(pick_s), ctx.seed, 3)
+    pick_s = seeded_sample(len(synthetic), config.max_samples, [ctx.seed, 1])
+    pick_m = seeded_sample(len(members), config.max_samples, [ctx.seed, 2])
+    pick_h = seeded_sample(len(holdout), len(pick_s), [ctx.seed, 3])
     f_syn = ctx.features("synthetic")[pick_s]
     f_mem = ctx.features("members")[pick_m]
     f_hold = ctx.features("holdout")[pick_h]
@@ -166,8 +162,8 @@ def run(ctx: AuditContext) -> CheckResult:
             f"fidelity: {min(len(f_syn), len(f_mem))} samples for {dim}-dimensional {name} features; "
             "FID is biased upward and unreliable with fewer samples than feature dimensions."
         )
-    values, kid_std = compare(f_mem, f_syn, settings, ctx.seed)
-    baseline, _ = compare(f_mem, f_hold, settings, ctx.seed)
+    values, kid_std = compare(f_mem, f_syn, config, ctx.seed)
+    baseline, _ = compare(f_mem, f_hold, config, ctx.seed)
     missing = [metric for metric in METRIC_INFO if metric not in values]
     if missing:
         ctx.warn(f"fidelity: {', '.join(missing)} omitted: {len(f_syn)} synthetic and {len(f_mem)} member samples are too few.")
@@ -187,20 +183,19 @@ def run(ctx: AuditContext) -> CheckResult:
         "real_set": "members",
         "baseline_set": "holdout",
         "n_baseline": len(f_hold),
-        "k": k,
+        "k": config.k,
         "kid_std": kid_std,
-        "kid_subsets": settings["kid_subsets"],
-        "kid_subset_size": min(settings["kid_subset_size"], len(f_syn), len(f_mem)),
+        "kid_subsets": config.kid_subsets,
+        "kid_subset_size": min(config.kid_subset_size, len(f_syn), len(f_mem)),
     }
     if synthetic.has_labels and members.has_labels:
         result.details["per_class"], result.details["per_class_n"] = _per_class(
-            ctx, f_mem, members.y[pick_m], f_syn, synthetic.y[pick_s], settings, dim
+            ctx, f_mem, members.y[pick_m], f_syn, synthetic.y[pick_s], config, dim
         )
-    result.seconds = round(time.perf_counter() - start, 3)
     return result
 
 
-def _per_class(ctx, f_mem, y_mem, f_syn, y_syn, settings, dim) -> tuple[dict[str, list], dict[str, list]]:
+def _per_class(ctx, f_mem, y_mem, f_syn, y_syn, config: FidelityConfig, dim) -> tuple[dict[str, list], dict[str, list]]:
     """{metric: [value per class]} (None where a class has too few samples on a side) and
     {"synthetic": [count per class], "members": [...]}."""
     num_classes = max(ctx.synthetic.num_classes or 0, ctx.reference.members.num_classes or 0)
@@ -211,7 +206,7 @@ def _per_class(ctx, f_mem, y_mem, f_syn, y_syn, settings, dim) -> tuple[dict[str
         real, fake = f_mem[y_mem == c], f_syn[y_syn == c]
         if 2 <= min(len(real), len(fake)) < dim:
             small.append(c)
-        values, _ = compare(real, fake, settings, ctx.seed)
+        values, _ = compare(real, fake, config, ctx.seed)
         for metric in METRIC_INFO:
             per_class[metric].append(values.get(metric))
         counts["synthetic"].append(len(fake))
@@ -222,3 +217,13 @@ def _per_class(ctx, f_mem, y_mem, f_syn, y_syn, settings, dim) -> tuple[dict[str
             "their per-class FID is biased upward."
         )
     return per_class, counts
+
+
+CHECK = CheckSpec(
+    name="fidelity",
+    title="Fidelity",
+    question="Is it faithful? How close the synthetic images are to the real ones as a distribution, in a feature space.",
+    needs_labels=False,
+    headlines=("fid",),
+    run=run,
+)

@@ -1,50 +1,58 @@
 """The membership check: membership-inference attacks and the empirical epsilon audit.
 
-A balanced, seeded draw of member and non-member (holdout) targets is scored by every attack:
-black-box attacks on the synthetic set (nearest-synthetic distance and its calibrated form in
-pixel and feature space, DOMIAS, a LOGAN-style classifier) and, when the synthetic set is
-labelled, attacks on the classifier trained on it (loss threshold, offline LiRA). The rest of
-the holdout is the attackers' reference data. Each metric reports the strongest attack for it;
-all attacks go in details["attacks"].
+A balanced, seeded draw of member and non-member (holdout) targets is scored by every registered
+membership attack (dpaudit/attacks/base.py: black-box attacks on the synthetic set in pixel and
+feature space, and, when the synthetic set is labelled, attacks on the classifier trained on it).
+The rest of the holdout is the attackers' reference data. Each metric reports the strongest
+attack for it; all attacks go in details["attacks"].
 
-The epsilon lower bound is the largest of 2 x (number of attacks) bounds, each computed at
-alpha / (2 x number of attacks) (Bonferroni), so the reported maximum holds at 95% confidence.
-It assumes the generator was trained on exactly the audit's members, chosen at random.
+The epsilon lower bound is the largest of 2 x (number of attacks) bounds (the auditor's
+Clopper-Pearson and one-run bounds), each computed at alpha / (2 x number of attacks)
+(Bonferroni), so the reported maximum holds at 95% confidence. It assumes the generator was
+trained on exactly the audit's members, chosen at random.
 
-Nearest-neighbour search is the similarity check's exact blocked search (passed to the attacks,
-which may not import the audit). Features of the real sets are extracted for the target and
-reference rows only; the synthetic set's come from the shared cache.
+Features of the real sets are extracted for the target and reference rows only; the synthetic
+set's come from the shared cache.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 
-from dpaudit.attacks import downstream, membership
-from dpaudit.attacks.base import FPR_LEVELS, AttackResult, TargetSplit, draw_targets
+from dpaudit.attacks import MEMBERSHIP_ATTACKS
+from dpaudit.attacks.base import FPR_LEVELS, AttackResult, MembershipInputs, TargetSplit, draw_targets
+from dpaudit.attacks.downstream import LiraConfig
+from dpaudit.attacks.membership import DomiasConfig, LoganConfig
+from dpaudit.audit.classifiers import tstr_classifier
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.result import CheckResult, Metric
-from dpaudit.audit.similarity import nearest_neighbors
-from dpaudit.audit.utility import tstr_classifier
+from dpaudit.audit.spec import CheckSpec
 from dpaudit.errors import DpauditError
 from dpaudit.nets import make_classifier
+from dpaudit.privacy import DEFAULT_DELTA
 
-PROFILES: dict[str, dict] = {
-    # per_side: member and non-member targets each (capped by the data); reference: holdout
-    # images kept for the attacker; pca_dim / kde_max_fit: DOMIAS; classifier_max_fit: rows
-    # per class for the LOGAN classifier; lira_*: offline LiRA's OUT shadow models (none in quick,
-    # fewer epochs than the TSTR classifier in standard: both to stay within the time budgets).
-    "quick": {"per_side": 1000, "reference": 2000, "pca_dim": 8, "kde_max_fit": 5000, "classifier_max_fit": 2000,
-              "lira_shadows": 0, "lira_train_size": 1000, "lira_epochs": 2},
-    "standard": {"per_side": 2500, "reference": 5000, "pca_dim": 8, "kde_max_fit": 10000, "classifier_max_fit": 5000,
-                 "lira_shadows": 4, "lira_train_size": 5000, "lira_epochs": 4},
-    "paper": {"per_side": 5000, "reference": 5000, "pca_dim": 10, "kde_max_fit": 20000, "classifier_max_fit": 10000,
-              "lira_shadows": 16, "lira_train_size": 5000, "lira_epochs": 50},
-}
 CONFIDENCE = 0.95
-# delta of the bounds when the manifest claims none (the usual MNIST convention).
-DEFAULT_DELTA = 1e-5
+
+
+@dataclass(frozen=True)
+class MembershipConfig:
+    """`per_side` member and non-member targets each (capped by the data), `reference` holdout
+    images kept for the attacker, and the settings of the attacks that have any, by registered
+    name (an attack missing here runs with its Config's defaults)."""
+
+    per_side: int = 1000
+    reference: int = 2000
+    attacks: dict[str, Any] = field(default_factory=lambda: {
+        "domias": DomiasConfig(), "classifier": LoganConfig(), "downstream_lira": LiraConfig(),
+    })
+
+    def attack_config(self, name: str) -> Any:
+        """The settings of the registered attack `name`."""
+        return self.attacks.get(name, MEMBERSHIP_ATTACKS[name].default_config())
+
 
 # metric -> (meaning, value of a blind guess)
 METRIC_MEANINGS = {
@@ -66,73 +74,60 @@ def _metric_values(result: AttackResult) -> dict[str, float]:
     }
 
 
-def _black_box_scores(ctx: AuditContext, split: TargetSplit, settings: dict) -> dict[str, tuple[np.ndarray, dict]]:
-    """Scores of the attacks on the synthetic set, in pixel and in feature space."""
+def attack_inputs(ctx: AuditContext, split: TargetSplit) -> MembershipInputs:
+    """What the attacks are handed: the targets, the attacker's reference images, the synthetic
+    set, their features (extracted once, for the target and reference rows only) and the
+    classifier trained on the synthetic set (None, with a warning, where there is none)."""
     members, holdout = ctx.reference.members, ctx.reference.holdout
-    pixels = (split.targets(members.x, holdout.x).flatten(1), split.reference(holdout.x).flatten(1),
-              ctx.synthetic.x.flatten(1))
-    # Only the target and reference rows of the real sets are needed: extract just those.
-    features = (ctx.extractor(members.subset(split.member_idx)), ctx.extractor(holdout.subset(split.nonmember_idx)),
-                ctx.extractor(holdout.subset(split.reference_idx)), ctx.features("synthetic"))
-    features = (torch.cat(features[:2]), *features[2:])
-    scores = {}
-    for space, (targets, reference, synthetic) in (("pixel", pixels), ("feature", features)):
-        scores[f"distance_{space}"] = (
-            membership.distance_scores(targets, synthetic, nn_fn=nearest_neighbors),
-            {"family": "synthetic", "space": space},
-        )
-        scores[f"calibrated_distance_{space}"] = (
-            membership.calibrated_distance_scores(targets, synthetic, reference, nn_fn=nearest_neighbors),
-            {"family": "synthetic", "space": space},
-        )
-    targets, reference, synthetic = features
-    scores["domias"] = (
-        membership.domias_scores(targets, synthetic, reference, n_components=settings["pca_dim"],
-                                 max_fit=settings["kde_max_fit"], seed=ctx.seed),
-        {"family": "synthetic", "space": "feature", "pca_dim": settings["pca_dim"]},
-    )
-    scores["classifier"] = (
-        membership.classifier_scores(targets, synthetic, reference, max_fit=settings["classifier_max_fit"], seed=ctx.seed),
-        {"family": "synthetic", "space": "feature"},
-    )
-    return scores
+    features: dict[str, torch.Tensor] = {}
 
+    def feature_rows(role: str) -> torch.Tensor:
+        if role not in features:
+            if role == "targets":
+                features[role] = torch.cat([ctx.real_features(members.subset(split.member_idx)),
+                                            ctx.real_features(holdout.subset(split.nonmember_idx))])
+            elif role == "reference":
+                features[role] = ctx.real_features(holdout.subset(split.reference_idx))
+            else:
+                features[role] = ctx.features("synthetic")
+        return features[role]
 
-def _downstream_scores(ctx: AuditContext, split: TargetSplit, settings: dict) -> dict[str, tuple[np.ndarray, dict]]:
-    """Scores of the attacks on the classifier trained on the synthetic set (none if unlabelled)."""
-    try:
-        model = tstr_classifier(ctx).model
-    except DpauditError as e:
-        ctx.warn(f"membership: the attacks on the downstream classifier did not run ({e})")
-        return {}
-    members, holdout = ctx.reference.members, ctx.reference.holdout
-    x, y = split.targets(members.x, holdout.x), split.targets(members.y, holdout.y)
-    scores = {"downstream_loss": (downstream.loss_scores(model, x, y), {"family": "downstream"})}
-    n_shadows = settings["lira_shadows"]
-    if n_shadows >= 2 and len(split.reference_idx) > 0:
-        shadows = downstream.train_shadow_models(
-            lambda: make_classifier(members.shape, members.num_classes),
-            split.reference(holdout.x), split.reference(holdout.y),
-            n_shadows=n_shadows, train_size=settings["lira_train_size"], epochs=settings["lira_epochs"],
-            seed=ctx.seed, device=ctx.device,
-        )
-        scores["downstream_lira"] = (
-            downstream.lira_offline_scores(model, shadows, x, y),
-            {"family": "downstream", "shadows": n_shadows, "shadow_epochs": settings["lira_epochs"],
-             "shadow_train_size": min(settings["lira_train_size"], len(split.reference_idx))},
-        )
-    return scores
+    def downstream_model() -> torch.nn.Module | None:
+        try:
+            return tstr_classifier(ctx).model
+        except DpauditError as e:
+            ctx.warn(f"membership: the attacks on the downstream classifier did not run ({e})")
+            return None
+
+    labelled = members.y is not None and holdout.y is not None
+    return MembershipInputs(
+        target_images=split.targets(members.x, holdout.x),
+        target_labels=split.targets(members.y, holdout.y) if labelled else None,
+        reference_images=split.reference(holdout.x),
+        reference_labels=split.reference(holdout.y) if labelled else None,
+        synthetic_images=ctx.synthetic.x,
+        features=feature_rows,
+        downstream_model=downstream_model,
+        make_model=lambda: make_classifier(members.shape, members.num_classes),
+        seed=ctx.seed,
+        device=ctx.device,
+    )
 
 
 def run(ctx: AuditContext) -> CheckResult:
     """The membership check (see the module docstring)."""
-    settings = ctx.settings(PROFILES)
+    config = ctx.profile.membership
     reference = ctx.reference
-    split = draw_targets(len(reference.members), len(reference.holdout), per_side=settings["per_side"],
-                         reference=settings["reference"], seed=ctx.seed)
+    split = draw_targets(len(reference.members), len(reference.holdout), per_side=config.per_side,
+                         reference=config.reference, seed=ctx.seed)
     if len(split.reference_idx) == 0:
         raise DpauditError("membership inference needs at least 3 holdout images (targets and a reference set).")
-    scores = {**_black_box_scores(ctx, split, settings), **_downstream_scores(ctx, split, settings)}
+    inputs = attack_inputs(ctx, split)
+    scores = {}
+    for name, attack in MEMBERSHIP_ATTACKS.items():
+        out = attack.run(inputs, config.attack_config(name))
+        if out is not None:
+            scores[name] = (out.scores, out.details)
 
     claimed = None if ctx.manifest is None else ctx.manifest.epsilon
     delta = DEFAULT_DELTA if ctx.manifest is None or ctx.manifest.delta is None else ctx.manifest.delta
@@ -184,3 +179,15 @@ def run(ctx: AuditContext) -> CheckResult:
         "assumption": "the generator was trained on exactly these members, chosen at random from the same pool as the holdout",
     }
     return result
+
+
+CHECK = CheckSpec(
+    name="membership",
+    title="Membership inference",
+    question="Does it leak who was in the training set? Attacks try to tell members from holdout images; an AUC of "
+    "0.5 is chance. The true-positive rate at a low false-positive rate is what matters for privacy, and it bounds "
+    "epsilon from below.",
+    needs_labels=False,
+    headlines=("auc", "epsilon_lower_bound"),
+    run=run,
+)

@@ -1,7 +1,9 @@
 """evaluate(): validate the inputs, run the checks in order, return one AuditResult.
 
-The checks are a plain registry (CHECKS) of functions `run(ctx) -> CheckResult`; adding a
-check is one module and one line here. Everything is validated before the long work starts.
+The checks are a plain registry (CHECKS) of check declarations (dpaudit/audit/spec.py): adding
+a check is one module ending in `CHECK = CheckSpec(...)` and one line here; a reconstruction
+attack registered in dpaudit/attacks becomes a check by itself. Everything is validated before
+the long work starts.
 """
 
 from __future__ import annotations
@@ -16,27 +18,22 @@ from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from dpaudit import __version__
-from dpaudit.audit import fidelity, membership_check, reconstruction_checks, similarity, utility
+from dpaudit.audit import fidelity, membership_check, reconstruction, similarity, utility
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import FeatureExtractor, load_extractor
-from dpaudit.audit.result import AuditResult, CheckResult, encode_png
+from dpaudit.audit.profiles import QUICK, Profile, get_profile
+from dpaudit.audit.result import AuditResult, encode_png
+from dpaudit.audit.spec import CheckSpec
 from dpaudit.datasets import Reference
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet, to_uint8
 from dpaudit.manifest import Manifest, library_versions
 from dpaudit.nets import resolve_device
 
-CHECKS: dict[str, Callable[[AuditContext], CheckResult]] = {
-    "fidelity": fidelity.run,
-    "utility": utility.run,
-    "similarity": similarity.run,
-    "membership": membership_check.run,
-    "gradient_matching": reconstruction_checks.run_gradient_matching,
-    "gan_attack": reconstruction_checks.run_gan_attack,
-    "memorization": reconstruction_checks.run_memorization,
+CHECKS: dict[str, CheckSpec] = {
+    spec.name: spec
+    for spec in (fidelity.CHECK, utility.CHECK, similarity.CHECK, membership_check.CHECK, *reconstruction.CHECKS)
 }
-# Checks that train on the synthetic labels; skipped with a warning for an unlabelled set.
-NEEDS_LABELS = {"utility", "gradient_matching", "gan_attack", "memorization"}
 SAMPLE_GRID_SIZE = 8
 SAMPLE_GRID_MAX_CLASSES = 10
 
@@ -54,10 +51,9 @@ def validate(synthetic: ImageSet, reference: Reference, checks: list[str]) -> No
             f"{_shape(reference.members.shape)}; resize them to match."
         )
     classes = reference.members.num_classes
-    if synthetic.y is not None and int(synthetic.y.max()) >= classes:
-        raise DpauditError(
-            f"{synthetic.source}: label {int(synthetic.y.max())} is outside the reference's classes 0..{classes - 1}."
-        )
+    if synthetic.y is not None and len(synthetic.y) and (int(synthetic.y.min()) < 0 or int(synthetic.y.max()) >= classes):
+        bad = int(synthetic.y.min()) if int(synthetic.y.min()) < 0 else int(synthetic.y.max())
+        raise DpauditError(f"{synthetic.source}: label {bad} is outside the reference's classes 0..{classes - 1}.")
 
 
 def _shape(shape: tuple[int, int, int]) -> str:
@@ -127,7 +123,7 @@ def evaluate(
     synthetic: ImageSet,
     reference: Reference,
     *,
-    profile: str = "quick",
+    profile: Profile | str = QUICK,
     checks: list[str] | None = None,
     seed: int = 0,
     device: str = "cpu",
@@ -137,18 +133,20 @@ def evaluate(
 ) -> AuditResult:
     """Audit `synthetic` against `reference` and return the AuditResult.
 
-    `checks` defaults to every registered check; `extractor` is None (the shipped LeNet for a
-    built-in dataset, one trained on the members otherwise), "inception:PATH", or an nn.Module.
+    `profile` is a Profile (dpaudit/audit/profiles.py) or the name of a built-in one; `checks`
+    defaults to every registered check; `extractor` is None (the shipped LeNet for a built-in
+    dataset, one trained on the members otherwise), "inception:PATH", or an nn.Module.
     """
+    profile = get_profile(profile)
     checks = list(CHECKS) if checks is None else list(checks)
     validate(synthetic, reference, checks)
     ctx = AuditContext(synthetic, reference, profile, seed, resolve_device(device), manifest)
     ctx.warnings.extend(_manifest_warnings(manifest, reference))
     if synthetic.y is None:
-        skipped = [c for c in checks if c in NEEDS_LABELS]
+        skipped = [c for c in checks if CHECKS[c].needs_labels]
         if skipped:
             ctx.warn(f"The synthetic set has no labels, so {', '.join(skipped)} did not run.")
-        checks = [c for c in checks if c not in NEEDS_LABELS]
+        checks = [c for c in checks if not CHECKS[c].needs_labels]
     feature_extractor = LazyExtractor(lambda: load_extractor(reference, extractor, ctx.device))
     ctx.extractor = feature_extractor
 
@@ -168,7 +166,8 @@ def evaluate(
         reference=reference.to_dict(),
         feature_extractor=feature_extractor.describe(),
         seed=seed,
-        profile=profile,
+        profile=profile.name,
+        settings=profile.to_dict(),
         checks=results,
         manifest=None if manifest is None else manifest.to_dict(),
         manifest_missing=[] if manifest is None else manifest.missing,

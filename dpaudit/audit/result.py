@@ -5,6 +5,7 @@ Schema `dpaudit.result/1` (a change that breaks readers bumps the number):
     {
       "schema": "dpaudit.result/1",
       "dpaudit_version": "0.1.0", "created": "...", "seed": 0, "profile": "quick",
+      "settings": {the whole profile: every check's and attack's settings, as used},
       "versions": {"torch": "...", ...},
       "synthetic": {ImageSet summary: name, source, count, shape, num_classes, fingerprint},
       "reference": {"dataset": ..., "split_id": ..., "members": {...}, "holdout": {...}, "test": {...}},
@@ -13,6 +14,7 @@ Schema `dpaudit.result/1` (a change that breaks readers bumps the number):
       "checks": {
         "<check>": {
           "check": "<check>", "seconds": 1.2,
+          "title": "...", "question": "...", "headlines": ["<metric>", ...],
           "metrics": {"<metric>": {value, direction, range, meaning, ci, baseline, n}},
           "details": {free-form JSON: per-class values, ROC curves, histograms},
           "figures": {"<name>": {"caption": ..., "png": base64 PNG}}
@@ -37,30 +39,10 @@ from pathlib import Path
 import numpy as np
 
 from dpaudit.errors import DpauditError
+from dpaudit.metric import DIRECTIONS, Metric
 
 SCHEMA = "dpaudit.result/1"
-DIRECTIONS = ("higher", "lower", "target", "info")
-
-
-@dataclass
-class Metric:
-    """One number with what it means: `direction` says which way is better ("higher",
-    "lower", "target" = closer to `target` is better, "info" = neither)."""
-
-    value: float
-    direction: str
-    meaning: str
-    range: tuple[float, float] | None = None
-    ci: tuple[float, float] | None = None
-    baseline: float | None = None
-    target: float | None = None
-    n: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
-        # JSON stores NaN as null; read it back as NaN.
-        self.value = math.nan if self.value is None else float(self.value)
+__all__ = ["DIRECTIONS", "SCHEMA", "AuditResult", "CheckResult", "Metric", "encode_png", "load_result"]
 
 
 @dataclass
@@ -72,6 +54,10 @@ class CheckResult:
     details: dict = field(default_factory=dict)
     figures: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
+    # From the check's declaration (dpaudit/audit/spec.py); empty in results of older versions.
+    title: str = ""
+    question: str = ""
+    headlines: list[str] = field(default_factory=list)
 
     def add_figure(self, name: str, image: np.ndarray, caption: str) -> None:
         """Attach a uint8 image (H x W or H x W x 3) as an embedded PNG."""
@@ -92,6 +78,7 @@ class AuditResult:
     manifest_missing: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # the profile as used (dpaudit/audit/profiles.py)
     created: str = ""
     dpaudit_version: str = ""
     schema: str = SCHEMA
@@ -118,6 +105,9 @@ class AuditResult:
                 details=c.get("details", {}),
                 figures=c.get("figures", {}),
                 seconds=c.get("seconds", 0.0),
+                title=c.get("title", ""),
+                question=c.get("question", ""),
+                headlines=list(c.get("headlines", [])),
             )
             for name, c in data.pop("checks", {}).items()
         }

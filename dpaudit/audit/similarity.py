@@ -1,8 +1,8 @@
 """Similarity: how close is each synthetic image to a real training image (pixel space)?
 
-For every synthetic image, its nearest member by L2 (an exact, blocked matrix product), the
-PSNR and SSIM (piq) to that neighbour, and the best SSIM among its top-k L2 candidates. Three
-readings come out of it:
+For every synthetic image, its nearest member by L2, the PSNR and SSIM to that neighbour, and
+the best SSIM among its top-k L2 candidates (`dpaudit.audit.matching`). Three readings come out
+of it:
 
 - DCR (distance to the closest record): the share of synthetic images whose closest real image
   is a member rather than a holdout image, corrected to equal set sizes, so that 0.5 means no
@@ -14,196 +14,32 @@ readings come out of it:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
-import piq
 import torch
 from scipy.stats import binomtest
-from tqdm.auto import tqdm
 
 from dpaudit.audit.context import AuditContext
+from dpaudit.audit.matching import holdout_baseline, match_to_reference
 from dpaudit.audit.result import CheckResult, Metric
-from dpaudit.errors import DpauditError
+from dpaudit.audit.spec import CheckSpec
+from dpaudit.image_similarity import ssim_window
 from dpaudit.images import to_uint8
+from dpaudit.neighbors import nearest_neighbors
+from dpaudit.sampling import seeded_sample
 
-PROFILES: dict[str, dict] = {
-    # max_synthetic / max_holdout: how many synthetic / holdout images are matched against the
-    # members (a seeded random sample; None = all). top_k: L2 candidates searched for the best SSIM.
-    "quick": {"max_synthetic": 2000, "max_holdout": 2000, "top_k": 5, "near_copy_ssim": 0.95, "n_worst": 16},
-    "standard": {"max_synthetic": 10000, "max_holdout": 10000, "top_k": 10, "near_copy_ssim": 0.95, "n_worst": 24},
-    "paper": {"max_synthetic": None, "max_holdout": None, "top_k": 20, "near_copy_ssim": 0.95, "n_worst": 32},
-}
-
-SSIM_SIGMA = 1.5
-SSIM_MAX_KERNEL = 11
-# Extra L2 candidates whose distances are recomputed exactly: the expanded formula loses
-# precision to cancellation, so near-ties may come out of the matrix product misordered.
-CANDIDATE_MARGIN = 4
-SSIM_PAIRS_PER_CHUNK = 8192
 HIST_EDGES = np.linspace(0.0, 1.0, 21)
 
 
-@dataclass
-class Matches:
-    """Each query's L2-nearest reference image and how similar the two are."""
+@dataclass(frozen=True)
+class SimilarityConfig:
+    """How many synthetic images are matched against the members (a seeded random sample;
+    None = all) and how many of the closest pairs the figure shows. How they are matched (top-k,
+    the near-copy SSIM, the holdout baseline) is the profile's `matching`."""
 
-    idx: torch.Tensor  # [N] index of the L2-nearest reference
-    l2: torch.Tensor  # [N] L2 distance to it (pixel values in [0, 1])
-    psnr: torch.Tensor  # [N] PSNR (dB) to it
-    ssim: torch.Tensor  # [N] SSIM to it
-    best_ssim: torch.Tensor  # [N] best SSIM among the top-k L2 candidates
-    best_ssim_idx: torch.Tensor  # [N] reference index of that best-SSIM candidate
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-
-# ---------------------------------------------------------------- nearest neighbours
-
-
-def nearest_neighbors(
-    queries: torch.Tensor,
-    refs: torch.Tensor,
-    k: int = 1,
-    block_size: int = 2048,
-    ref_block_size: int = 16384,
-    progress: str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k nearest `refs` of every query by squared L2: (sq_dists [N, k], idx [N, k]), closest first.
-
-    Exact: candidates come from a blocked matrix product (||b||^2 - 2ab), and the best
-    k + CANDIDATE_MARGIN of them are re-measured directly (float64 sums); ties go to the lower index.
-    Rows are flattened, so images (N x C x H x W) and features (N x D) both work.
-    """
-    q0 = queries.reshape(len(queries), -1).float()
-    r0 = refs.reshape(len(refs), -1).float()
-    if q0.shape[1] != r0.shape[1] or len(r0) == 0:
-        raise ValueError(f"cannot match {tuple(q0.shape)} queries against {tuple(r0.shape)} references")
-    k = min(k, len(r0))
-    n_cand = min(len(r0), k + CANDIDATE_MARGIN)
-    # Shifting both sets by the same vector keeps distances and shrinks the norms (less cancellation).
-    center = r0.mean(0)
-    q = q0 - center
-    r = (r0 - center).contiguous()
-    r_sq = (r * r).sum(1)
-    out_d = torch.empty(len(q), k, dtype=torch.float32)
-    out_i = torch.empty(len(q), k, dtype=torch.long)
-    starts = range(0, len(q), block_size)
-    for qs in tqdm(starts, desc=progress, disable=progress is None, leave=False, delay=2):
-        qb = q[qs : qs + block_size]
-        best_d = best_i = None
-        for rs in range(0, len(r), ref_block_size):
-            # ||a||^2 is the same along a row, so ranking by ||b||^2 - 2ab is enough here.
-            d = torch.addmm(r_sq[rs : rs + ref_block_size], qb, r[rs : rs + ref_block_size].T, alpha=-2)
-            vals, ids = d.topk(min(n_cand, d.shape[1]), dim=1, largest=False, sorted=False)
-            ids += rs
-            if best_d is not None:
-                vals, ids = torch.cat([best_d, vals], 1), torch.cat([best_i, ids], 1)
-                vals, pos = vals.topk(n_cand, dim=1, largest=False, sorted=False)
-                ids = ids.gather(1, pos)
-            best_d, best_i = vals, ids
-        # Re-measure the candidates directly on the unshifted data: no cancellation, float64 sums.
-        best_i, _ = best_i.sort(1)
-        q0b = q0[qs : qs + block_size]
-        exact = torch.stack([(q0b - r0[best_i[:, j]]).double().pow(2).sum(1) for j in range(best_i.shape[1])], 1)
-        order = exact.argsort(dim=1, stable=True)[:, :k]
-        out_d[qs : qs + block_size] = exact.gather(1, order).float()
-        out_i[qs : qs + block_size] = best_i.gather(1, order)
-    return out_d, out_i
-
-
-# ---------------------------------------------------------------- SSIM and PSNR
-
-
-def ssim_window(height: int, width: int) -> tuple[int, float]:
-    """(kernel size, sigma) of the SSIM window: the standard 11 pixels with sigma 1.5 (Wang et al.
-    2004), shrunk for small images to the largest odd size that fits, sigma scaled with it (8x8
-    digits: 7 pixels, sigma 0.95). skimage's gaussian window with that sigma has the same size."""
-    side = min(SSIM_MAX_KERNEL, height, width)
-    side = side if side % 2 == 1 else side - 1
-    return side, SSIM_SIGMA * side / SSIM_MAX_KERNEL
-
-
-def pairwise_ssim(a: torch.Tensor, b: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """SSIM of each pair (a[i], b[i]) of N x C x H x W images in [0, 1] (piq; gaussian window of
-    `ssim_window`, no down-sampling, so it equals skimage's structural_similarity)."""
-    kernel, sigma = ssim_window(a.shape[-2], a.shape[-1])
-    return torch.cat(
-        [
-            piq.ssim(
-                a[i : i + batch_size].clamp(0, 1),
-                b[i : i + batch_size].clamp(0, 1),
-                kernel_size=kernel,
-                kernel_sigma=sigma,
-                data_range=1.0,
-                reduction="none",
-                downsample=False,
-            )
-            for i in range(0, len(a), batch_size)
-        ]
-    )
-
-
-def pairwise_psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """PSNR (dB) of each pair (a[i], b[i]) of images in [0, 1] (piq; identical pairs give 80 dB)."""
-    return piq.psnr(a.clamp(0, 1), b.clamp(0, 1), data_range=1.0, reduction="none")
-
-
-def match_to_reference(
-    queries: torch.Tensor, refs: torch.Tensor, top_k: int = 5, progress: str | None = None
-) -> Matches:
-    """Match N x C x H x W query images to M x C x H x W reference images: the L2-nearest one with
-    its PSNR and SSIM, and the best SSIM among the `top_k` L2-nearest candidates."""
-    sq, idx = nearest_neighbors(queries, refs, k=top_k, progress=progress)
-    nearest = idx[:, 0]
-    k = idx.shape[1]
-    chunk = max(1, SSIM_PAIRS_PER_CHUNK // k)  # bounds the memory of the N x k candidate pairs
-    candidate_ssim = torch.cat([
-        pairwise_ssim(queries[i : i + chunk].repeat_interleave(k, 0), refs[idx[i : i + chunk].reshape(-1)]).reshape(-1, k)
-        for i in range(0, len(queries), chunk)
-    ])
-    best, pos = candidate_ssim.max(1)
-    return Matches(
-        idx=nearest,
-        l2=sq[:, 0].sqrt(),
-        psnr=pairwise_psnr(queries, refs[nearest]),
-        ssim=candidate_ssim[:, 0],
-        best_ssim=best,
-        best_ssim_idx=idx.gather(1, pos[:, None])[:, 0],
-    )
-
-
-# ---------------------------------------------------------------- the check
-
-
-def _sample(n: int, cap: int | None, seed: int) -> torch.Tensor:
-    """Sorted indices of a seeded random sample of at most `cap` out of n (all when cap is None)."""
-    if cap is None or cap >= n:
-        return torch.arange(n)
-    return torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, cap, replace=False)))
-
-
-def _check_shapes(ctx: AuditContext) -> None:
-    if ctx.synthetic.shape != ctx.reference.members.shape:
-        raise DpauditError(
-            f"{ctx.synthetic.source or ctx.synthetic.name}: synthetic images have shape {ctx.synthetic.shape}, "
-            f"the reference has {ctx.reference.members.shape}."
-        )
-
-
-def holdout_baseline(ctx: AuditContext) -> Matches:
-    """Holdout images (a seeded sample, per profile) matched against the members, once per context:
-    how close unseen real images come to the members by chance."""
-    settings = ctx.settings(PROFILES)
-
-    def compute() -> Matches:
-        holdout = ctx.reference.holdout.x
-        pick = _sample(len(holdout), settings["max_holdout"], ctx.seed + 1)
-        return match_to_reference(holdout[pick], ctx.reference.members.x, settings["top_k"], "holdout vs members")
-
-    return ctx.cached("similarity:holdout_baseline", compute)
+    max_synthetic: int | None = 2000
+    n_worst: int = 16
 
 
 def dcr_member_share(d_members: torch.Tensor, d_holdout: torch.Tensor, n_members: int, n_holdout: int) -> dict:
@@ -260,17 +96,15 @@ def _worst_pairs_figure(queries: torch.Tensor, partners: torch.Tensor, per_row: 
 
 def run(ctx: AuditContext) -> CheckResult:
     """The similarity check: DCR share, near-copies against the holdout baseline, mean NN SSIM/PSNR."""
-    start = time.perf_counter()
-    _check_shapes(ctx)
-    settings = ctx.settings(PROFILES)
-    threshold = settings["near_copy_ssim"]
+    config, matching = ctx.profile.similarity, ctx.profile.matching
+    threshold = matching.near_copy_ssim
     members, holdout = ctx.reference.members.x, ctx.reference.holdout.x
-    pick = _sample(len(ctx.synthetic), settings["max_synthetic"], ctx.seed)
+    pick = seeded_sample(len(ctx.synthetic), config.max_synthetic, ctx.seed)
     synthetic = ctx.synthetic.x[pick]
     if len(pick) < len(ctx.synthetic):
-        ctx.warn(f"similarity: {len(pick)} of {len(ctx.synthetic)} synthetic images matched (profile {ctx.profile}).")
+        ctx.warn(f"similarity: {len(pick)} of {len(ctx.synthetic)} synthetic images matched (profile {ctx.profile.name}).")
 
-    matches = match_to_reference(synthetic, members, settings["top_k"], "synthetic vs members")
+    matches = match_to_reference(synthetic, members, matching.top_k, "synthetic vs members")
     baseline = holdout_baseline(ctx)
     d_holdout, _ = nearest_neighbors(synthetic, holdout, k=1, progress="synthetic vs holdout")
     dcr = dcr_member_share(matches.l2, d_holdout[:, 0].sqrt(), len(members), len(holdout))
@@ -310,13 +144,13 @@ def run(ctx: AuditContext) -> CheckResult:
             baseline=float(baseline.psnr.mean()), n=n,
         ),
     }
-    worst = matches.best_ssim.argsort(descending=True, stable=True)[: settings["n_worst"]]
+    worst = matches.best_ssim.argsort(descending=True, stable=True)[: config.n_worst]
     result.details = {
         "near_copy_threshold": threshold,
         "near_copy_count": int(copies.sum()),
         "holdout_near_copy_count": int((baseline.best_ssim >= threshold).sum()),
         "baseline_n": n_base,
-        "top_k": settings["top_k"],
+        "top_k": matching.top_k,
         "ssim_window": list(ssim_window(*synthetic.shape[-2:])),
         "dcr_raw_share": dcr["raw_share"],
         "dcr_null_raw_share": dcr["null_raw_share"],
@@ -337,5 +171,15 @@ def run(ctx: AuditContext) -> CheckResult:
         _worst_pairs_figure(synthetic[worst], members[matches.best_ssim_idx[worst]]),
         "the synthetic images most similar to a member (synthetic | member, highest SSIM first)",
     )
-    result.seconds = time.perf_counter() - start
     return result
+
+
+CHECK = CheckSpec(
+    name="similarity",
+    title="Similarity to training images",
+    question="Does it copy? Each synthetic image against its nearest real training image (member), beside how close "
+    "real images the generator never saw (holdout) come: the natural baseline.",
+    needs_labels=False,
+    headlines=("near_copy_excess",),
+    run=run,
+)

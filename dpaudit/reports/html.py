@@ -26,24 +26,12 @@ from dpaudit.audit.result import AuditResult, CheckResult, Metric
 from dpaudit.errors import DpauditError
 from dpaudit.reports import plots
 
-# Known checks in report order, with a title and what the section answers; others follow by name.
-FAMILIES = {
-    "fidelity": ("Fidelity", "Is it faithful? How close the synthetic images are to the real ones as a distribution, in a feature space."),
-    "utility": ("Utility", "Is it useful? Accuracy on the real test set of a classifier trained on the synthetic images (TSTR), beside the same classifier trained on real images (TRTR, the ceiling)."),
-    "similarity": ("Similarity to training images", "Does it copy? Each synthetic image against its nearest real training image (member), beside how close real images the generator never saw (holdout) come: the natural baseline."),
-    "membership": ("Membership inference", "Does it leak who was in the training set? Attacks try to tell members from holdout images; an AUC of 0.5 is chance. The true-positive rate at a low false-positive rate is what matters for privacy, and it bounds epsilon from below."),
-    "gradient_matching": ("Gradient matching (gradient inversion)", "Can training images be reconstructed from a model's gradients? Reconstructions beside their nearest real and nearest synthetic images."),
-    "gan_attack": ("GAN-based reconstruction", "Can a generative model trained on the synthetic images reproduce training images? Reconstructions beside their nearest real and nearest synthetic images."),
-    "memorization": ("Memorization", "Does a model trained on the synthetic images remember individual training images better than unseen ones?"),
-}
 DIRECTION_TEXT = {
     "higher": ("\u2191", "higher is better"),
     "lower": ("\u2193", "lower is better"),
     "target": ("\u25ce", "closer to the target is better"),
     "info": ("\u00b7", "for information"),
 }
-# Metrics that rank generators in `compare` (those present in every result are used).
-HEADLINE = ("utility.tstr_accuracy", "fidelity.fid", "similarity.near_copy_excess", "membership.auc", "membership.epsilon_lower_bound")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SMALL_IMAGE = 320  # narrower images (tiny grids of 28-px tiles) are shown scaled up, pixelated
 
@@ -106,10 +94,22 @@ def _metric_row(check: str, name: str, metric: Metric) -> dict:
 
 
 def ordered_checks(result: AuditResult) -> list[tuple[str, CheckResult]]:
-    """The checks in report order: the known families first, then any others by name."""
-    known = [name for name in FAMILIES if name in result.checks]
-    others = sorted(name for name in result.checks if name not in FAMILIES)
-    return [(name, result.checks[name]) for name in known + others]
+    """The checks in report order: the order the audit ran them in."""
+    return list(result.checks.items())
+
+
+def check_title(name: str, check: CheckResult) -> str:
+    """The check's declared title; for a result of an older version, its name in words."""
+    return check.title or name.replace("_", " ").capitalize()
+
+
+def headline_paths(results: Sequence[AuditResult]) -> list[str]:
+    """`check.metric` of every headline metric the checks of `results` declare, in report order."""
+    paths: list[str] = []
+    for result in results:
+        for name, check in ordered_checks(result):
+            paths += [f"{name}.{m}" for m in check.headlines if f"{name}.{m}" not in paths]
+    return paths
 
 
 def _per_class_plot(per_class: dict) -> dict:
@@ -213,7 +213,7 @@ def sample_grid(result: AuditResult) -> dict | None:
 def _sections(result: AuditResult, rules_by_metric: dict[str, list]) -> list[dict]:
     sections = []
     for name, check in ordered_checks(result):
-        title, blurb = FAMILIES.get(name, (name.replace("_", " ").capitalize(), ""))
+        title, blurb = check_title(name, check), check.question
         plots_, notes = _special_plots(check, result)
         figures = []
         for fig_name, figure in check.figures.items():
@@ -321,7 +321,7 @@ def _metric(result: AuditResult, path: str) -> Metric | None:
 
 def _ranking(results: Sequence[AuditResult], labels: list[str]) -> dict:
     """Rank the generators per headline metric (1 = best, ties share) and order them by mean rank."""
-    common = [p for p in HEADLINE if all(_metric(r, p) is not None for r in results)]
+    common = [p for p in headline_paths(results) if all(_metric(r, p) is not None for r in results)]
     if not common:
         all_paths = [f"{c}.{m}" for c, check in ordered_checks(results[0]) for m in check.metrics]
         common = [p for p in all_paths if all(_metric(r, p) is not None for r in results)

@@ -151,3 +151,188 @@ def test_shipped_mnist_net_separates_real_from_noise(mnist):
     noise = mnist.holdout.subset(range(2000))
     noise.x = torch.rand(noise.x.shape, generator=torch.Generator().manual_seed(0))
     assert fid(members, holdout) < fid(members, extractor(noise)) / 50
+
+
+# ---------------------------------------------------------------- the feature cache
+
+
+@pytest.fixture
+def feature_cache(monkeypatch, tmp_path):
+    """A private user cache; returns the folder where feature entries go."""
+    monkeypatch.setenv("DPAUDIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / features.FEATURE_CACHE_KIND
+
+
+def _count_forwards(extractor):
+    """A list that grows by one for every forward pass of the extractor's network."""
+    calls = []
+    extractor.module.register_forward_hook(lambda *args: calls.append(1))
+    return calls
+
+
+def _copy(images, name=None):
+    """The same pixels in a new ImageSet and a new tensor (nothing memoised)."""
+    return features.ImageSet(images.x.clone(), None if images.y is None else images.y.clone(),
+                             images.num_classes, name or images.name, images.source)
+
+
+def test_cached_extractor_is_a_drop_in(digits):
+    extractor = load_extractor(digits)
+    cached = extractor.cached()
+    assert isinstance(cached, features.CachedExtractor)
+    assert (cached.name, cached.dim, cached.sha256) == (extractor.name, extractor.dim, extractor.sha256)
+    assert cached.describe() == extractor.describe()
+    assert cached.module is extractor.module and cached.batch_size == extractor.batch_size
+    assert features.CachedExtractor(cached).extractor is extractor  # not cached twice
+
+
+def test_a_second_call_reads_the_cache_and_runs_no_network(digits, feature_cache):
+    extractor = load_extractor(digits)
+    direct = extractor(digits.holdout)
+    cached = features.CachedExtractor(extractor)
+    calls = _count_forwards(extractor)
+    first = cached(digits.holdout)
+    assert calls and cached.misses == 1 and cached.hits == 0
+    assert torch.equal(first, direct)
+    entries = list(feature_cache.glob("*.pt"))
+    assert len(entries) == 1 and entries[0].name.startswith("lenet-digits-")
+    assert entries[0] == cached.entry_path(digits.holdout)
+    calls.clear()
+    for images in (digits.holdout, _copy(digits.holdout, "another name")):  # same pixels, new objects
+        again = cached(images)
+        assert not calls and torch.equal(again, direct) and again.dtype == torch.float32
+    # another wrapper, as the next audit builds: the same entry
+    assert torch.equal(features.CachedExtractor(load_extractor(digits))(digits.holdout), direct)
+    assert not calls and cached.hits == 2
+
+
+def test_labels_do_not_matter_but_every_pixel_does(digits, feature_cache):
+    cached = load_extractor(digits).cached()
+    holdout = digits.holdout
+    cached(holdout)
+    unlabelled = features.ImageSet(holdout.x.clone(), name="unlabelled")
+    assert cached.entry_path(unlabelled) == cached.entry_path(holdout)
+    one_pixel = _copy(holdout)
+    one_pixel.x[17, 0, 3, 4] += 1 / 255
+    tiny = _copy(holdout)  # the same uint8 fingerprint, other float pixels
+    tiny.x[0, 0, 0, 0] += 1e-4
+    assert tiny.fingerprint() == holdout.fingerprint()
+    paths = {cached.entry_path(s) for s in (holdout, one_pixel, tiny, holdout.subset(range(359)))}
+    assert len(paths) == 4
+    calls = _count_forwards(cached.extractor)
+    f = cached(one_pixel)
+    assert calls and torch.equal(f, cached.extractor(one_pixel))
+
+
+def test_a_tensor_changed_in_place_is_hashed_again(digits, feature_cache):
+    cached = load_extractor(digits).cached()
+    images = _copy(digits.holdout)
+    before = cached(images)
+    images.x[5].mul_(0.5)
+    calls = _count_forwards(cached.extractor)
+    after = cached(images)
+    assert calls and not torch.equal(before, after)
+    assert torch.equal(after, cached.extractor(images))
+
+
+def test_another_extractor_batch_size_or_device_misses(digits, feature_cache):
+    extractor = load_extractor(digits)
+    cached = extractor.cached()
+    cached(digits.holdout)
+    other_weights = features.FeatureExtractor(
+        extractor.module, name=extractor.name, dim=extractor.dim, sha256="0" * 64, device=extractor.device)
+    other_batch = features.FeatureExtractor(
+        extractor.module, name=extractor.name, dim=extractor.dim, sha256=extractor.sha256,
+        device=extractor.device, batch_size=100)
+    calls = _count_forwards(extractor)
+    for other in (other_weights, other_batch):
+        calls.clear()
+        f = other.cached()(digits.holdout)
+        assert calls and torch.equal(f, other(digits.holdout))
+    assert len(list(feature_cache.glob("*.pt"))) == 3
+    on_gpu = features.FeatureExtractor(
+        extractor.module, name=extractor.name, dim=extractor.dim, sha256=extractor.sha256, device=extractor.device)
+    on_gpu.device = torch.device("cuda", 1)  # only the key is computed: no GPU needed
+    assert on_gpu.cached().entry_path(digits.holdout) != cached.entry_path(digits.holdout)
+
+
+@pytest.mark.parametrize("bad", ["garbage", "rows", "dim", "dtype", "not a dict", "pickled"])
+def test_a_bad_entry_is_recomputed_and_overwritten(digits, feature_cache, bad):
+    import pickle
+
+    cached = load_extractor(digits).cached()
+    expected = cached.extractor(digits.holdout)
+    path = cached.entry_path(digits.holdout)
+    path.parent.mkdir(parents=True)
+    if bad == "garbage":
+        path.write_bytes(b"not a torch file")
+    elif bad == "pickled":
+        torch.save({"features": _Boom()}, path, pickle_module=pickle)
+    else:
+        stored = {"rows": expected[:-1], "dim": expected[:, :-1], "dtype": expected.double(),
+                  "not a dict": expected}
+        torch.save(stored[bad] if bad == "not a dict" else {"features": stored[bad]}, path)
+    calls = _count_forwards(cached.extractor)
+    f = cached(digits.holdout)
+    assert calls and cached.misses == 1 and torch.equal(f, expected)
+    entry = torch.load(path, weights_only=True)
+    assert torch.equal(entry["features"], expected)
+    calls.clear()
+    assert torch.equal(cached(digits.holdout), expected) and not calls
+
+
+class _Boom:
+    """Unpickling this would run code: the feature cache must refuse it."""
+
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('unpickled')",))
+
+
+def test_entries_are_read_weights_only(digits, feature_cache, monkeypatch):
+    cached = load_extractor(digits).cached()
+    cached(digits.holdout)
+    loads = []
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        loads.append(kwargs.get("weights_only"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    cached(digits.holdout)
+    assert loads == [True] and cached.hits == 1
+
+
+def test_the_shipped_cache_is_not_read_for_features(digits, feature_cache, monkeypatch, tmp_path):
+    from dpaudit import cache
+
+    cached = load_extractor(digits).cached()
+    path = cached.entry_path(digits.holdout)
+    name = cache.shipped_name(path)
+    shipped = tmp_path / "shipped"
+    (shipped / name).parent.mkdir(parents=True)
+    data = cache.save_entry(shipped / name, {"features": torch.zeros(len(digits.holdout), 84)})
+    (shipped / "index.json").write_text(json.dumps({"entries": {name: {"sha256": features.file_sha256(data)}}}))
+    monkeypatch.setattr(cache, "SHIPPED_DIR", shipped)
+    monkeypatch.setattr(cache, "SHIPPED_INDEX", shipped / "index.json")
+    assert cache.load_entry(path) is not None  # it is a valid shipped entry ...
+    f = cached(digits.holdout)
+    assert cached.misses == 1 and torch.equal(f, cached.extractor(digits.holdout))  # ... and ignored
+
+
+def test_an_empty_set_is_not_cached(digits, feature_cache):
+    cached = load_extractor(digits).cached()
+    f = cached(digits.holdout.subset([]))
+    assert f.shape == (0, 84) and not feature_cache.exists()
+
+
+def test_an_unwritable_cache_warns_and_returns_the_features(digits, feature_cache, monkeypatch):
+    cached = load_extractor(digits).cached()
+
+    def full_disk(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(features, "save_entry", full_disk)
+    with pytest.warns(UserWarning, match="could not cache the features of digits-holdout"):
+        f = cached(digits.holdout)
+    assert torch.equal(f, cached.extractor(digits.holdout))

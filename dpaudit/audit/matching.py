@@ -1,0 +1,112 @@
+"""Images matched to their nearest members: what the similarity check and the reconstruction
+checks share.
+
+Each query image gets its L2-nearest reference image (exact search, `dpaudit.neighbors`), the
+PSNR and SSIM to it, and the best SSIM among its top-k L2 candidates. The holdout baseline is
+the same matching for real images no generator saw: how close unseen images come to the
+members by chance, computed once per audit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dpaudit.audit.context import AuditContext
+from dpaudit.image_similarity import pairwise_psnr, pairwise_ssim
+from dpaudit.images import ImageSet
+from dpaudit.neighbors import nearest_neighbors
+from dpaudit.sampling import seeded_sample
+
+SSIM_PAIRS_PER_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    """How images are matched to the members: `top_k` L2 candidates searched for the best SSIM,
+    the SSIM of a near-copy, and how many holdout images form the baseline (a seeded sample;
+    None = all)."""
+
+    top_k: int = 5
+    near_copy_ssim: float = 0.95
+    max_holdout: int | None = 2000
+
+
+@dataclass
+class Matches:
+    """Each query's L2-nearest reference image and how similar the two are."""
+
+    idx: torch.Tensor  # [N] index of the L2-nearest reference
+    l2: torch.Tensor  # [N] L2 distance to it (pixel values in [0, 1])
+    psnr: torch.Tensor  # [N] PSNR (dB) to it
+    ssim: torch.Tensor  # [N] SSIM to it
+    best_ssim: torch.Tensor  # [N] best SSIM among the top-k L2 candidates
+    best_ssim_idx: torch.Tensor  # [N] reference index of that best-SSIM candidate
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+def match_to_reference(
+    queries: torch.Tensor, refs: torch.Tensor, top_k: int = 5, progress: str | None = None
+) -> Matches:
+    """Match N x C x H x W query images to M x C x H x W reference images: the L2-nearest one with
+    its PSNR and SSIM, and the best SSIM among the `top_k` L2-nearest candidates."""
+    sq, idx = nearest_neighbors(queries, refs, k=top_k, progress=progress)
+    nearest = idx[:, 0]
+    k = idx.shape[1]
+    chunk = max(1, SSIM_PAIRS_PER_CHUNK // k)  # bounds the memory of the N x k candidate pairs
+    candidate_ssim = torch.cat([
+        pairwise_ssim(queries[i : i + chunk].repeat_interleave(k, 0), refs[idx[i : i + chunk].reshape(-1)]).reshape(-1, k)
+        for i in range(0, len(queries), chunk)
+    ])
+    best, pos = candidate_ssim.max(1)
+    return Matches(
+        idx=nearest,
+        l2=sq[:, 0].sqrt(),
+        psnr=pairwise_psnr(queries, refs[nearest]),
+        ssim=candidate_ssim[:, 0],
+        best_ssim=best,
+        best_ssim_idx=idx.gather(1, pos[:, None])[:, 0],
+    )
+
+
+def match_by_class(queries: torch.Tensor, labels: torch.Tensor | None, refs: ImageSet, top_k: int) -> Matches:
+    """`match_to_reference` restricted to the reference images of each query's class (all of
+    them when `labels` is None); indices point into `refs`."""
+    if labels is None or refs.y is None:
+        return match_to_reference(queries, refs.x, top_k)
+    fields = {name: torch.empty(len(queries)) for name in ("l2", "psnr", "ssim", "best_ssim")}
+    fields.update(idx=torch.empty(len(queries), dtype=torch.long), best_ssim_idx=torch.empty(len(queries), dtype=torch.long))
+    for c in labels.unique().tolist():
+        rows, pool = torch.nonzero(labels == c).flatten(), torch.nonzero(refs.y == c).flatten()
+        if len(pool) == 0:
+            pool = torch.arange(len(refs))
+        m = match_to_reference(queries[rows], refs.x[pool], top_k)
+        for name in ("l2", "psnr", "ssim", "best_ssim"):
+            fields[name][rows] = getattr(m, name)
+        fields["idx"][rows] = pool[m.idx]
+        fields["best_ssim_idx"][rows] = pool[m.best_ssim_idx]
+    return Matches(**fields)
+
+
+def holdout_baseline(ctx: AuditContext) -> Matches:
+    """Holdout images (a seeded sample) matched against the members, once per audit: how close
+    unseen real images come to the members by chance."""
+    config = ctx.profile.matching
+
+    def compute() -> Matches:
+        holdout = ctx.reference.holdout.x
+        pick = seeded_sample(len(holdout), config.max_holdout, ctx.seed + 1)
+        return match_to_reference(holdout[pick], ctx.reference.members.x, config.top_k, "holdout vs members")
+
+    return ctx.cached("matching:holdout_baseline", compute)
+
+
+def expected_max(values: torch.Tensor, n: int) -> float:
+    """E[max of n draws with replacement from `values`]: the baseline for a max over n matched
+    images (closed form over the order statistics: P(max = v_(i)) = (i/N)^n - ((i-1)/N)^n)."""
+    v = values.double().sort().values
+    i = torch.arange(1, len(v) + 1, dtype=torch.float64) / len(v)
+    return float((v * (i.pow(n) - (i - 1 / len(v)).pow(n))).sum())

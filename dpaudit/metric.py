@@ -1,0 +1,30 @@
+"""Metric: one number with what it means. Every check, and every attack that reports its own
+success, returns its numbers as Metrics; `dpaudit.audit.result` serialises them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+DIRECTIONS = ("higher", "lower", "target", "info")
+
+
+@dataclass
+class Metric:
+    """One number with what it means: `direction` says which way is better ("higher",
+    "lower", "target" = closer to `target` is better, "info" = neither)."""
+
+    value: float
+    direction: str
+    meaning: str
+    range: tuple[float, float] | None = None
+    ci: tuple[float, float] | None = None
+    baseline: float | None = None
+    target: float | None = None
+    n: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        # JSON stores NaN as null; read it back as NaN.
+        self.value = math.nan if self.value is None else float(self.value)
