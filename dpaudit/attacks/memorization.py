@@ -13,7 +13,7 @@ training images in the model it returns, and the decoder that reads them back ou
   predicted class back to the centre of its pixel level.
 
 The secrets are taken from the training set itself: run on a synthetic set, a malicious trainer
-can exfiltrate at most what the synthetic set holds. As an audit check (`Memorization`), the
+can exfiltrate at most what the synthetic set holds. As an audit check (`MaliciousTrainer`), the
 malicious trainer runs on the synthetic set, and on the members for the control.
 """
 
@@ -172,7 +172,7 @@ def malicious_train(
 
 
 @register_reconstruction_attack
-class Memorization(ReconstructionAttack):
+class MaliciousTrainer(ReconstructionAttack):
     """A malicious trainer hides images of its training set in the classifier it returns."""
 
     name = "memorization"

@@ -1,15 +1,20 @@
 """The membership check end to end on digits: a copying generator refutes a false claim, real
-images from neither split do not, unlabelled sets skip the downstream attacks, and the JSON holds."""
+images from neither split do not, unlabelled sets skip the downstream attacks, the JSON holds,
+and a new attack is one registered function."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from dpaudit.attacks.base import draw_targets
+from dpaudit.attacks import MEMBERSHIP_ATTACKS
+from dpaudit.attacks.base import AttackScores, draw_targets, register_membership_attack
+from dpaudit.attacks.downstream import LiraConfig
 from dpaudit.audit import membership_check
+from dpaudit.audit.profiles import QUICK
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import load_extractor
 from dpaudit.audit.result import AuditResult
@@ -21,8 +26,8 @@ BLACK_BOX = {"distance_pixel", "calibrated_distance_pixel", "distance_feature", 
              "domias", "classifier"}
 
 
-def context(synthetic, reference, epsilon=1.0):
-    ctx = AuditContext(synthetic, reference, "quick", 0, manifest=Manifest("test", epsilon=epsilon, delta=1e-5))
+def context(synthetic, reference, epsilon=1.0, profile=QUICK):
+    ctx = AuditContext(synthetic, reference, profile, 0, manifest=Manifest("test", epsilon=epsilon, delta=1e-5))
     ctx.extractor = load_extractor(reference)
     return ctx
 
@@ -33,12 +38,12 @@ def as_json(result):
     return json.loads(wrapper.to_json())["checks"]["membership"]
 
 
-def test_copying_generator_refutes_a_false_claim(digits, monkeypatch):
-    monkeypatch.setitem(membership_check.PROFILES["quick"], "lira_shadows", 2)
-    monkeypatch.setitem(membership_check.PROFILES["quick"], "lira_epochs", 2)
+def test_copying_generator_refutes_a_false_claim(digits):
+    attacks = {**QUICK.membership.attacks, "downstream_lira": LiraConfig(shadows=2, train_size=1000, epochs=2)}
+    with_lira = replace(QUICK, membership=replace(QUICK.membership, attacks=attacks))
     g = torch.Generator().manual_seed(0)
     noisy = (digits.members.x + 0.02 * torch.randn(digits.members.x.shape, generator=g)).clamp(0, 1)
-    ctx = context(ImageSet(noisy, digits.members.y, 10), digits, epsilon=1.0)
+    ctx = context(ImageSet(noisy, digits.members.y, 10), digits, epsilon=1.0, profile=with_lira)
     result = membership_check.run(ctx)
 
     assert set(result.metrics) == METRICS
@@ -88,3 +93,28 @@ def test_unlabelled_synthetic_set_skips_downstream_attacks_deterministically(dig
     second = membership_check.run(context(unlabelled, digits, epsilon=None))
     assert as_json(first) == as_json(second)
     assert np.isfinite(first.metrics["auc"].value)
+
+
+def test_the_registry_holds_every_attack_in_order():
+    assert list(MEMBERSHIP_ATTACKS) == [
+        "distance_pixel", "calibrated_distance_pixel", "distance_feature", "calibrated_distance_feature",
+        "domias", "classifier", "downstream_loss", "downstream_lira",
+    ]
+    assert {MEMBERSHIP_ATTACKS[name].family for name in BLACK_BOX} == {"synthetic"}
+
+
+def test_a_registered_toy_attack_is_run_audited_and_can_be_the_strongest(digits, monkeypatch):
+    monkeypatch.setitem(MEMBERSHIP_ATTACKS, "toy_oracle", None)  # removed again after the test
+
+    @register_membership_attack("toy_oracle", family="synthetic", space="pixel")
+    def oracle(inputs, config):
+        # Knows the answer: 1 for a target that is one of the members (exact pixel match), else 0.
+        members = {tuple(row.tolist()) for row in digits.members.x.flatten(1)}
+        return AttackScores(np.array([float(tuple(t.tolist()) in members) for t in inputs.target_images.flatten(1)]),
+                            {"note": "knows the members"})
+
+    result = membership_check.run(context(digits.test, digits, epsilon=1.0))
+    toy = result.details["attacks"]["toy_oracle"]
+    assert toy["auc"] == 1.0 and toy["family"] == "synthetic" and toy["space"] == "pixel" and toy["note"]
+    assert result.details["strongest"] == "toy_oracle" and result.details["claim_violated"] is True
+    assert result.details["alpha_per_bound"] == pytest.approx(0.05 / (2 * len(result.details["attacks"])))
