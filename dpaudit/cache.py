@@ -23,8 +23,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "cache"
 SHIPPED_INDEX = SHIPPED_DIR / "index.json"
 
@@ -59,6 +57,8 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def save_entry(path: Path, entry: Any) -> bytes:
     """torch.save `entry` to `path` atomically; returns the bytes written."""
+    import torch  # here, not at the top: `dpaudit datasets` finds the cache without torch
+
     buffer = io.BytesIO()
     torch.save(entry, buffer)
     data = buffer.getvalue()
@@ -72,6 +72,8 @@ def shipped_name(path: Path) -> str:
 
 
 def _read(data: bytes) -> Any | None:
+    import torch
+
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:  # torch raises UnpicklingError, RuntimeError, EOFError, ... on a bad file

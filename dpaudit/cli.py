@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -74,13 +73,12 @@ def export(dataset, role, out, fmt, seed, data_root, download):
     training split, so that anyone can check they trained on exactly the members.
     """
     from dpaudit.datasets import load_split
-    from dpaudit.images import save_images
+    from dpaudit.images import ensure_empty_folder, save_images
 
     reference = load_split(dataset, seed, data_root=data_root, download=download)
     images = getattr(reference, role)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise DpauditError(f"{out}: the folder is not empty; choose a new --out.")
+    ensure_empty_folder(out)
     written = save_images(images, out, fmt)
     (out / "split.json").write_text(
         json.dumps(
@@ -126,12 +124,25 @@ def reference_options(command):
     return command
 
 
+class ProfileName(click.ParamType):
+    """The name of a built-in profile (dpaudit/audit/profiles.py), checked when given: the profiles
+    import torch, which `dpaudit --help` must not pay for."""
+
+    name = "profile"
+
+    def convert(self, value, param, ctx):
+        from dpaudit.audit.profiles import get_profile
+
+        try:
+            return get_profile(value).name
+        except DpauditError as e:
+            self.fail(str(e), param, ctx)
+
+
 def audit_options(command):
     """The options shared by every command that runs an audit."""
-    from dpaudit.audit.context import PROFILE_NAMES
-
     options = [
-        click.option("--profile", type=click.Choice(PROFILE_NAMES), default="quick", show_default=True,
+        click.option("--profile", type=ProfileName(), default="quick", show_default=True,
                      help="Budgets: quick (CI-sized), standard, paper (published protocols)."),
         click.option("--checks", help="Comma-separated checks to run (default: all)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice of the audit."),
@@ -275,16 +286,15 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
     manifest.json (the accountant's epsilon, sigma, sampling rate, steps, time). An interrupted
     run resumes from its checkpoint when started again with the same options."""
     from dpaudit.datasets import load_split
-    from dpaudit.generators import Checkpointer, get_generator
-    from dpaudit.images import load_images
+    from dpaudit.generators import fit_with_checkpoints, get_generator, secret_seed, write_samples
+    from dpaudit.images import ensure_empty_folder, load_images
     from dpaudit.privacy import PrivacyBudget
 
     cls = get_generator(method)
     if bool(dataset) == bool(members):
         raise DpauditError("give exactly one of --dataset NAME and --members DIR.")
     out = Path(out)
-    if out.exists() and any(p.name != ".checkpoint" for p in out.iterdir()):
-        raise DpauditError(f"{out}: the folder is not empty; choose a new --out.")
+    ensure_empty_folder(out, ignore={".checkpoint"})
     budget = PrivacyBudget(epsilon, delta)
     if dataset:
         private = load_split(dataset, split_seed, data_root=data_root, download=download)
@@ -293,57 +303,12 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
         train_set, split = load_images(members, name="members"), None
     checkpoint_dir = Path(checkpoint_dir or out / ".checkpoint")
     seed = seed if seed is not None else secret_seed(checkpoint_dir)
-    checkpoint = Checkpointer(checkpoint_dir)
-    generator = cls.from_options(overrides, device=device, checkpoint=checkpoint, progress=True)
-    generator.fit(train_set, budget, seed)
-    (checkpoint_dir / SECRET_SEED_FILE).unlink(missing_ok=True)
-    if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
-        checkpoint_dir.rmdir()
-    written = write_samples(generator, train_set, budget, num, labels, seed, out, fmt, dataset or str(members), split)
+    generator = fit_with_checkpoints(cls, train_set, budget, seed, overrides=overrides, checkpoint_dir=checkpoint_dir,
+                                     device=device, progress=True)
+    written = write_samples(generator, train_set, budget, out, num=num, labels=labels, seed=seed, fmt=fmt,
+                            dataset=dataset or str(members), split=split)
     click.echo(f"wrote {num} {method} images to {written}; "
                f"epsilon {generator.privacy_report()['epsilon']:.4g} at delta {delta:g}")
-
-
-SECRET_SEED_FILE = "secret-seed"
-
-
-def secret_seed(checkpoint_dir: Path) -> int:
-    """A seed from the OS's entropy, kept beside the checkpoint (as private as the data) so that
-    an interrupted run resumes with it. Anyone who knows the seed of a DP run can subtract its
-    noise, so by default nobody does."""
-    import secrets
-
-    path = checkpoint_dir / SECRET_SEED_FILE
-    if path.is_file():
-        return int(path.read_text())
-    # 40 bits: too many to try one by one, and room for the generators' seed arithmetic
-    # (dpsgd-gan derives per-step seeds as seed * 1,000,003 + step within torch's 64 bits).
-    seed = secrets.randbits(40)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(str(seed))
-    return seed
-
-
-def write_samples(generator, train_set, budget, num, labels, seed, out, fmt, dataset, split):
-    """Sample a fitted generator and write the images and their manifest.json to `out`.
-    The manifest of a private run withholds the seed: its DP noise could be recomputed from it."""
-    from dpaudit.images import save_images
-    from dpaudit.manifest import Manifest
-
-    images = generator.sample(num, labels, seed=seed)
-    written = save_images(images, out, fmt)
-    report = generator.privacy_report()
-    Manifest.new(
-        generator.name,
-        epsilon=report["epsilon"] if budget.is_private else None,
-        delta=budget.delta if budget.is_private else None,
-        dataset=dataset,
-        split_id=split,
-        seed=None if budget.is_private else seed,
-        details={**report, "labels": labels, "members_fingerprint": train_set.fingerprint(),
-                 "config": dataclasses.asdict(generator.config)},
-    ).write(out)
-    return written
 
 
 @cli.command()
@@ -358,22 +323,21 @@ def demo(out, method, epsilon, delta, seed):
     audit its samples against digits (quick profile), and write the HTML report."""
     from dpaudit.audit.pipeline import evaluate
     from dpaudit.datasets import load_split
-    from dpaudit.generators import get_generator
-    from dpaudit.images import load_images
+    from dpaudit.generators import get_generator, write_samples
+    from dpaudit.images import ensure_empty_folder, load_images
     from dpaudit.manifest import read_manifest
     from dpaudit.privacy import PrivacyBudget
     from dpaudit.reports.html import write_report
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise DpauditError(f"{out}: the folder is not empty; choose a new --out.")
+    ensure_empty_folder(out)
     reference = load_split("digits", seed)
     budget = PrivacyBudget(epsilon, delta)
     click.echo(f"1/3 training {method} on {len(reference.members)} digits members at epsilon {epsilon:g}")
     generator = get_generator(method).from_options(progress=True).fit(reference.members, budget, seed)
     synthetic_dir = out / "synthetic"
-    write_samples(generator, reference.members, budget, len(reference.members), "balanced", seed,
-                  synthetic_dir, "png", "digits", reference.split_id)
+    write_samples(generator, reference.members, budget, synthetic_dir, num=len(reference.members), seed=seed,
+                  dataset="digits", split=reference.split_id)
     click.echo(f"2/3 auditing {len(reference.members)} samples in {synthetic_dir}")
     synthetic = load_images(synthetic_dir, name=f"{method}-digits", num_classes=reference.members.num_classes)
     result = evaluate(synthetic, reference, profile="quick", seed=seed, manifest=read_manifest(synthetic_dir))

@@ -13,12 +13,15 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dpaudit.cache import cache_dir
 from dpaudit.errors import DpauditError
-from dpaudit.images import ImageSet, from_array, read_idx, read_idx_bytes
+
+if TYPE_CHECKING:
+    from dpaudit.images import ImageSet
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/dataset-fashion-mnist")
 IDX_FILES = {
@@ -138,6 +141,9 @@ def _download(name: str) -> None:
 
 @functools.lru_cache(maxsize=4)
 def _load_official_cached(name: str, folder: str) -> tuple[ImageSet, ImageSet]:
+    # Imported here: dpaudit.images needs torch, and `dpaudit datasets` only looks for files.
+    from dpaudit.images import from_array, read_idx, read_idx_bytes
+
     info = DATASETS[name]
     if name == "digits":
         from sklearn.datasets import load_digits

@@ -361,3 +361,10 @@ def save_images(images: ImageSet, out: str | Path, fmt: str = "png") -> Path:
     if fmt == "npz":
         return write_npz(images, out if out.suffix == ".npz" else out / "images.npz")
     raise DpauditError(f"unknown image format {fmt!r}; use png or npz.")
+
+
+def ensure_empty_folder(path: Path, ignore: frozenset[str] | set[str] = frozenset()) -> None:
+    """Raise DpauditError unless the output folder `path` is absent or holds only entries named in `ignore`."""
+    path = Path(path)
+    if path.exists() and any(entry.name not in ignore for entry in path.iterdir()):
+        raise DpauditError(f"{path}: the folder is not empty; choose a new --out.")

@@ -86,3 +86,45 @@ def test_export_refuses_non_empty_folder(tmp_path):
     result = run("export", "digits", "--split", "test", "--out", str(tmp_path))
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"Error: {tmp_path}: the folder is not empty; choose a new --out."]
+
+
+LIGHT_COMMANDS = {
+    "--help": [],
+    "--version": [],
+    "datasets": [],
+    "gate": ["{result}", "--policy", "{policy}"],
+    "report": ["{result}", "--out", "{html}"],
+}
+
+
+@pytest.mark.parametrize("command", list(LIGHT_COMMANDS))
+def test_light_commands_and_import_dpaudit_do_not_import_torch(command, tmp_path):
+    from tests.reports.fakes import fake_result
+
+    files = {"result": fake_result().save(tmp_path / "result.json"), "policy": tmp_path / "policy.toml",
+             "html": tmp_path / "report.html"}
+    files["policy"].write_text('[[rule]]\nmetric = "membership.auc"\nmax = 0.9\n')
+    args = [command] + [a.format(**files) for a in LIGHT_COMMANDS[command]]
+    probe = (
+        "import sys\n"
+        "import dpaudit\n"
+        "assert 'torch' not in sys.modules, 'import dpaudit imported torch'\n"
+        "from dpaudit.cli import main\n"
+        f"sys.argv = ['dpaudit'] + {args!r}\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code or 0\n"
+        "print('\\nTORCH' if 'torch' in sys.modules else '\\nNO-TORCH', code)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "NO-TORCH 0", out.stdout[-500:]
+
+
+def test_the_public_api_is_exported_lazily():
+    import dpaudit
+    from dpaudit.audit.pipeline import evaluate
+    from dpaudit.generators import GENERATORS
+
+    assert dpaudit.evaluate is evaluate and dpaudit.GENERATORS is GENERATORS
+    assert {"evaluate", "AuditResult", "load_result", "apply_policy", "load_images", "GENERATORS"} <= set(dir(dpaudit))
+    with pytest.raises(AttributeError):
+        dpaudit.no_such_name

@@ -1,5 +1,6 @@
 """Reference differentially-private generators. `GENERATORS` maps each CLI name to its class;
-importing a generator's module below registers it (see dpaudit/generators/base.py)."""
+importing a generator's module below registers it (see dpaudit/generators/base.py).
+dpaudit/generators/release.py starts a training run and releases its samples."""
 
 from dpaudit.generators.base import (
     GENERATORS,
@@ -15,5 +16,7 @@ from dpaudit.generators.bn_matching import BNMatching
 from dpaudit.generators.latent_diffusion import LatentDiffusion
 from dpaudit.generators.lipschitz_vae import LipschitzVAEGenerator
 from dpaudit.generators.pearl import DPMERF, PEARL
+from dpaudit.generators.release import SECRET_SEED_FILE, fit_with_checkpoints, secret_seed, write_samples
 
-__all__ = ["DPMERF", "BNMatching", "LatentDiffusion", "LipschitzVAEGenerator", "DPSGDGAN", "GENERATORS", "PEARL", "Checkpointer", "Generator", "PrivacyReport", "apply_overrides", "get_generator", "register"]
+__all__ = ["DPMERF", "BNMatching", "LatentDiffusion", "LipschitzVAEGenerator", "DPSGDGAN", "GENERATORS", "PEARL", "Checkpointer", "Generator", "PrivacyReport", "apply_overrides", "get_generator", "register",
+           "SECRET_SEED_FILE", "fit_with_checkpoints", "secret_seed", "write_samples"]

@@ -6,7 +6,7 @@ Adding a generator is one module and one line: subclass `Generator`, decorate th
 `@register`, and import the module in `dpaudit/generators/__init__.py`.
 
 A subclass sets `name` (the CLI name), `Config` (a dataclass of hyper-parameters with
-defaults) and implements two methods:
+defaults), `test_overrides` (see `Generator`) and implements two methods:
 
 - `train(members, budget, seed) -> PrivacyReport`: everything that touches the private data,
   with the accounting of what was really done. It may save and restore its state through
@@ -254,10 +254,15 @@ class Checkpointer:
 
 class Generator(abc.ABC):
     """A reference generator: `fit(members, budget, seed)` on labelled private images, then
-    `sample(n, labels)`; `privacy_report()` says what the training cost, as accounted."""
+    `sample(n, labels)`; `privacy_report()` says what the training cost, as accounted.
+
+    `test_overrides` are `key=value` changes of `Config` (as `--set` takes them): the smallest
+    settings that still exercise every stage; used by the contract tests
+    (tests/generators/test_contract.py)."""
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    test_overrides: ClassVar[dict[str, str]]
 
     def __init__(self, config: Any = None, *, device: str = "cpu", checkpoint: Checkpointer | None = None, progress: bool = False):
         self.config = self.Config() if config is None else config

@@ -233,6 +233,8 @@ class BNMatching(Generator):
 
     name = "bn-matching"
     Config = BNMatchingConfig
+    test_overrides = {"clf_batch_size": "64", "clf_epochs": "0.3", "channels": "4,8", "groups": "2",
+                      "synthesis_steps": "5", "synthesis_batch": "10"}
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         cfg, n = self.config, len(members)

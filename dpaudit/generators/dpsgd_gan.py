@@ -198,6 +198,9 @@ class DPSGDGAN(Generator):
         ema: float = 0.995  # exponential moving average of the generator's weights
         accountant: Literal["rdp", "prv"] = "rdp"
 
+    test_overrides = {"steps": "4", "batch_size": "32", "fake_batch": "16", "recon_batch": "8", "d_width": "4",
+                      "g_width": "4", "latent_dim": "8"}
+
     # ------------------------------------------------------------ training
 
     def _build(self, seed: int) -> None:

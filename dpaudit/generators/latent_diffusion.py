@@ -141,6 +141,9 @@ class LatentDiffusion(Generator):
 
     name = "latent-diffusion"
     Config = LatentDiffusionConfig
+    test_overrides = {"ae_width": "4", "latent_dim": "4", "ae_batch_size": "64", "ae_epochs": "0.2",
+                      "diffusion_hidden": "16", "diffusion_layers": "2", "diffusion_batch_size": "128",
+                      "diffusion_epochs": "0.5", "noise_multiplicity": "2", "timesteps": "50", "sample_steps": "10"}
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         cfg, n = self.config, len(members)

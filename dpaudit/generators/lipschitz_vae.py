@@ -158,6 +158,7 @@ class LipschitzVAEGenerator(Generator):
 
     name = "lipschitz-vae"
     Config = LipschitzVAEConfig
+    test_overrides = {"batch_size": "64", "epochs": "0.3", "hidden": "32", "latent_dim": "4"}
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         cfg, n = self.config, len(members)

@@ -171,6 +171,7 @@ class EmbeddingGenerator(Generator):
     sums and class counts, then a conditional generator fitted to the noisy class means."""
 
     Config = EmbeddingConfig
+    test_overrides = {"features": "300", "steps": "3", "batch_size": "40", "width": "8"}
     adversarial = False
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:

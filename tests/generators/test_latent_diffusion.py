@@ -1,6 +1,7 @@
 """DP latent diffusion on the embedded digits: both DP-SGD stages in one opacus history, the
-calibration of the split budget, noise multiplicity inside one clipped gradient, learning,
-determinism and resume after an interruption in the second stage."""
+calibration of an unequal split of the budget, noise multiplicity inside one clipped gradient,
+learning and determinism. Registration, the budget, resumption (interrupted in the second
+stage) and the samples are in the contract suite (test_contract.py)."""
 
 import math
 
@@ -9,19 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from dpaudit.errors import DpauditError
-from dpaudit.generators import GENERATORS, Checkpointer
-from dpaudit.generators.dp_training import DPSGD
 from dpaudit.generators.latent_diffusion import Denoiser, LatentDiffusion, alpha_bars
 from dpaudit.privacy import PrivacyBudget
 from tests.generators.opacus_reference import opacus_epsilon
 
-TINY = ["ae_width=4", "latent_dim=4", "ae_batch_size=64", "ae_epochs=0.2", "diffusion_hidden=16",
-        "diffusion_layers=2", "diffusion_batch_size=128", "diffusion_epochs=0.5", "noise_multiplicity=2",
-        "timesteps=50", "sample_steps=10"]
 
-
-def fit(members, epsilon=10.0, overrides=(), seed=0, **kwargs):
-    gen = LatentDiffusion.from_options([*TINY, *overrides], **kwargs)
+def fit(members, epsilon=10.0, overrides=None, seed=0):
+    gen = LatentDiffusion.from_options({**LatentDiffusion.test_overrides, **(overrides or {})})
     return gen.fit(members, PrivacyBudget(epsilon, 1e-5), seed=seed)
 
 
@@ -30,15 +25,12 @@ def fitted(digits):
     return fit(digits.members)
 
 
-def test_registered_under_its_cli_name():
-    assert GENERATORS["latent-diffusion"] is LatentDiffusion
-
-
 def test_both_stages_are_in_one_history_equal_to_opacus_called_directly(fitted, digits):
-    report = fitted.privacy_report()
+    report, cfg = fitted.privacy_report(), fitted.config
     n = len(digits.members)
-    q_ae, q_dm = 64 / n, 128 / n
-    assert [h[1:] for h in report["history"]] == [[q_ae, math.ceil(0.2 / q_ae)], [q_dm, math.ceil(0.5 / q_dm)]]
+    q_ae, q_dm = cfg.ae_batch_size / n, cfg.diffusion_batch_size / n
+    assert [h[1:] for h in report["history"]] == [[q_ae, math.ceil(cfg.ae_epochs / q_ae)],
+                                                  [q_dm, math.ceil(cfg.diffusion_epochs / q_dm)]]
     assert report["history"][0][0] == report["history"][1][0]  # equal noise weights: equal sigmas
     assert report["epsilon"] == pytest.approx(opacus_epsilon(report["history"], 1e-5), rel=1e-12)
     # The composition is tighter than the sum of the stages' own epsilons, and exceeds each.
@@ -46,16 +38,10 @@ def test_both_stages_are_in_one_history_equal_to_opacus_called_directly(fitted, 
     assert max(alone) < report["epsilon"] < sum(alone)
 
 
-@pytest.mark.parametrize("epsilon", [1.0, 10.0])
-def test_calibration_hits_the_requested_epsilon_within_one_percent(digits, epsilon):
-    report = fit(digits.members, epsilon, ["diffusion_noise_weight=2"]).privacy_report()
-    assert 0.99 * epsilon <= report["epsilon"] <= epsilon
+def test_calibration_of_an_unequal_split_hits_the_requested_epsilon_within_one_percent(digits):
+    report = fit(digits.members, 1.0, {"diffusion_noise_weight": "2"}).privacy_report()
+    assert 0.99 <= report["epsilon"] <= 1.0
     assert report["history"][1][0] == pytest.approx(2 * report["history"][0][0])
-
-
-def test_a_run_asked_for_epsilon_one_never_reports_more(digits):
-    report = fit(digits.members, 1.0, ["ae_batch_size=500", "diffusion_epochs=1.5"]).privacy_report()
-    assert report["epsilon"] <= 1.0 and report["sigma"] > 0
 
 
 def test_noise_multiplicity_gives_one_gradient_per_record():
@@ -85,7 +71,8 @@ def test_schedule_matches_ddpm():
 def test_learns_the_data(digits):
     """Non-private (clipped, no noise): the autoencoder explains more than half the pixel
     variance, and samples are nearer the members than uniform-noise images."""
-    gen = fit(digits.members, math.inf, ["ae_width=8", "latent_dim=8", "ae_epochs=3", "ae_batch_size=32", "ae_lr=5e-3", "diffusion_epochs=3"])
+    gen = fit(digits.members, math.inf, {"ae_width": "8", "latent_dim": "8", "ae_epochs": "3", "ae_batch_size": "32",
+                                         "ae_lr": "5e-3", "diffusion_epochs": "3"})
     test = digits.test.x
     with torch.no_grad():
         recon = torch.sigmoid(gen.autoencoder(test))
@@ -103,27 +90,7 @@ def test_same_seed_same_run(digits, fitted):
     assert not torch.equal(fit(digits.members, seed=1).sample(20, seed=3).x, fitted.sample(20, seed=3).x)
 
 
-def test_resume_in_the_second_stage_equals_an_uninterrupted_run(digits, tmp_path, monkeypatch):
-    reference = fit(digits.members, seed=2).sample(10, seed=4).x
-    ae_steps = math.ceil(0.2 / (64 / len(digits.members)))
-    original, calls = DPSGD.batch, {"n": 0}
-
-    def interrupted(self):
-        calls["n"] += 1
-        if calls["n"] == ae_steps + 2:  # two steps into the diffusion stage
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(DPSGD, "batch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        fit(digits.members, seed=2, checkpoint=Checkpointer(tmp_path, every_steps=1))
-    monkeypatch.setattr(DPSGD, "batch", original)
-    resumed = fit(digits.members, seed=2, checkpoint=Checkpointer(tmp_path, every_steps=1))
-    assert torch.equal(resumed.sample(10, seed=4).x, reference)
-    assert [h[2] for h in resumed.privacy_report()["history"]] == [h[2] for h in fit(digits.members, seed=2).privacy_report()["history"]]
-
-
 @pytest.mark.parametrize("override", ["label_dropout=1.0", "sample_steps=60", "noise_multiplicity=0"])
 def test_bad_options_are_one_sentence_errors(digits, override):
     with pytest.raises(DpauditError, match=override.split("=")[0]):
-        fit(digits.members, overrides=[override])
+        fit(digits.members, overrides=dict([override.split("=")]))

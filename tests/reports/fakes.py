@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dpaudit.audit.pipeline import CHECKS
 from dpaudit.audit.result import AuditResult, CheckResult, Metric
 
 SPLIT_ID = "digits:s0:m1077:h360:0123456789ab"
@@ -83,6 +84,9 @@ def fake_result(*, generator: str = "dp-merf", name: str = "synthetic", epsilon:
     gradient.add_figure("grid", grid(2), "Reconstruction | nearest real | nearest synthetic.")
 
     checks = {c.check: c for c in (fidelity, utility, similarity, membership, gradient)}
+    for name, check in checks.items():  # stamped with the checks' declarations, as the pipeline does
+        spec = CHECKS[name]
+        check.title, check.question, check.headlines = spec.title, spec.question, list(spec.headlines)
     checks["fidelity"].add_figure("samples", grid(seed + 10), "Synthetic samples.")
     manifest = {"schema": "dpaudit.manifest/1", "generator": generator, "epsilon": epsilon, "delta": 1e-5,
                 "dataset": "digits", "split_id": split_id, "seed": seed, "versions": {"torch": "2.14.1"},

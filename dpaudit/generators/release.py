@@ -1,0 +1,89 @@
+"""How a fitted generator's training run is started and its samples are released: the secret
+seed, training with checkpoints (cleaned up once the run has finished), and writing the
+samples with their manifest.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from pathlib import Path
+from typing import Sequence
+
+from dpaudit.generators.base import Checkpointer, Generator
+from dpaudit.images import ImageSet, save_images
+from dpaudit.manifest import Manifest
+from dpaudit.privacy import PrivacyBudget
+
+SECRET_SEED_FILE = "secret-seed"
+
+
+def secret_seed(checkpoint_dir: Path) -> int:
+    """A seed from the OS's entropy, kept beside the checkpoint (as private as the data) so that
+    an interrupted run resumes with it. Anyone who knows the seed of a DP run can subtract its
+    noise, so by default nobody does."""
+    path = Path(checkpoint_dir) / SECRET_SEED_FILE
+    if path.is_file():
+        return int(path.read_text())
+    # 40 bits: too many to try one by one, and room for the generators' seed arithmetic
+    # (dpsgd-gan derives per-step seeds as seed * 1,000,003 + step within torch's 64 bits).
+    seed = secrets.randbits(40)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(seed))
+    return seed
+
+
+def fit_with_checkpoints(
+    cls: type[Generator],
+    members: ImageSet,
+    budget: PrivacyBudget,
+    seed: int,
+    *,
+    overrides: Sequence[str] | dict[str, str] = (),
+    checkpoint_dir: Path,
+    device: str = "cpu",
+    progress: bool = False,
+) -> Generator:
+    """`cls` with `overrides` (`key=value`) fitted on the members under the budget, saving
+    checkpoints in `checkpoint_dir`: started again with the same arguments after an
+    interruption, it resumes. Once fitted, the secret-seed file and the checkpoint folder, if
+    that is left empty, are removed."""
+    checkpoint_dir = Path(checkpoint_dir)
+    generator = cls.from_options(overrides, device=device, checkpoint=Checkpointer(checkpoint_dir), progress=progress)
+    generator.fit(members, budget, seed)
+    (checkpoint_dir / SECRET_SEED_FILE).unlink(missing_ok=True)
+    if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
+        checkpoint_dir.rmdir()
+    return generator
+
+
+def write_samples(
+    generator: Generator,
+    members: ImageSet,
+    budget: PrivacyBudget,
+    out: Path,
+    *,
+    num: int,
+    labels: str = "balanced",
+    seed: int,
+    fmt: str = "png",
+    dataset: str,
+    split: str | None = None,
+) -> Path:
+    """Sample `num` images of a fitted generator (`labels`: balanced or proportional) and write
+    them (`fmt`: png or npz) and their manifest.json to `out`; returns where the images went.
+    `dataset` and `split` (a split id) name what the generator was trained on. The manifest of a
+    private run withholds the seed: its DP noise could be recomputed from it."""
+    images = generator.sample(num, labels, seed=seed)
+    written = save_images(images, out, fmt)
+    report = generator.privacy_report()
+    Manifest.new(
+        generator.name,
+        epsilon=report["epsilon"] if budget.is_private else None,
+        delta=budget.delta if budget.is_private else None,
+        dataset=dataset,
+        split_id=split,
+        seed=None if budget.is_private else seed,
+        details={**report, "labels": labels, "members_fingerprint": members.fingerprint(),
+                 "config": dataclasses.asdict(generator.config)},
+    ).write(out)
+    return written
