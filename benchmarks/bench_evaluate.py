@@ -27,9 +27,9 @@ import torch
 
 from dpaudit import cache
 from dpaudit.audit.pipeline import evaluate
-from dpaudit.audit.similarity import nearest_neighbors
 from dpaudit.datasets import load_split
 from dpaudit.memory import keep_freed_memory
+from dpaudit.neighbors import nearest_neighbors
 
 
 def matmul_gflops(n: int, m: int, d: int, repeats: int = 3) -> float:

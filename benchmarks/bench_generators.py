@@ -2,7 +2,7 @@
 built-in dataset's members at a given epsilon, sample a labelled synthetic set, and measure
 
 - TSTR accuracy: the DPDM-protocol CNN trained on the synthetic set (90% train, the epoch picked
-  on the other 10%, synthetic validation data, never the real test set; dpaudit.audit.utility's
+  on the other 10%, synthetic validation data, never the real test set; dpaudit.audit.classifiers'
   fit_classifier), accuracy on the real test set;
 - FID in dpaudit's LeNet feature space (dpaudit.audit.features / fidelity), synthetic vs the
   real test set;
@@ -27,7 +27,7 @@ import torch
 
 from dpaudit.audit.features import load_extractor
 from dpaudit.audit.fidelity import fid
-from dpaudit.audit.utility import fit_classifier
+from dpaudit.audit.classifiers import ClassifierConfig, fit_classifier
 from dpaudit.datasets import load_split
 from dpaudit.generators import Checkpointer, get_generator
 from dpaudit.memory import keep_freed_memory
@@ -64,8 +64,8 @@ def main() -> None:
     sample_wall = time.perf_counter() - sample_wall
     if args.save:
         torch.save(synthetic.x[:: max(1, args.num // 100)][:100].clone(), args.save)
-    settings = {"epochs": args.classifier_epochs, "min_steps": 0, "val_fraction": 0.1}
-    tstr = fit_classifier(synthetic, synthetic.num_classes, settings, None, args.seed, torch.device("cpu"), "TSTR")
+    config = ClassifierConfig(epochs=args.classifier_epochs, min_steps=0, val_fraction=0.1)
+    tstr = fit_classifier(synthetic, synthetic.num_classes, config, None, args.seed, torch.device("cpu"), "TSTR")
     extractor = load_extractor(reference)
     row = {
         "method": args.method,

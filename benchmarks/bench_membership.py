@@ -19,9 +19,9 @@ import time
 import torch
 
 from dpaudit.audit import membership_check
+from dpaudit.audit.classifiers import tstr_classifier
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import load_extractor
-from dpaudit.audit.utility import tstr_classifier
 from dpaudit.datasets import load_split
 from dpaudit.memory import keep_freed_memory
 

@@ -10,6 +10,7 @@ import click
 from dpaudit import __version__
 from dpaudit.errors import DpauditError
 from dpaudit.memory import keep_freed_memory
+from dpaudit.privacy import DEFAULT_DELTA
 
 
 class UserError(click.ClickException):
@@ -267,7 +268,7 @@ def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed
 @click.option("--members", type=click.Path(exists=True), help="Your own labelled member images to train on.")
 @click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the built-in member split.")
 @click.option("--epsilon", type=float, required=True, help="Privacy budget epsilon (inf: no privacy).")
-@click.option("--delta", type=float, default=1e-5, show_default=True, help="Privacy budget delta.")
+@click.option("--delta", type=float, default=DEFAULT_DELTA, show_default=True, help="Privacy budget delta.")
 @click.option("--num", type=int, required=True, help="Number of images to generate.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Change a hyper-parameter (repeatable).")
@@ -316,7 +317,7 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
               help="Folder for the synthetic set, result.json and report.html.")
 @click.option("--method", default="dp-merf", show_default=True, help="The generator to train (see `dpaudit generate`).")
 @click.option("--epsilon", type=float, default=10.0, show_default=True)
-@click.option("--delta", type=float, default=1e-5, show_default=True)
+@click.option("--delta", type=float, default=DEFAULT_DELTA, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(out, method, epsilon, delta, seed):
     """The whole job on the embedded digits set: train a DP generator on the digits members,
@@ -327,7 +328,7 @@ def demo(out, method, epsilon, delta, seed):
     from dpaudit.images import ensure_empty_folder, load_images
     from dpaudit.manifest import read_manifest
     from dpaudit.privacy import PrivacyBudget
-    from dpaudit.reports.html import write_report
+    from dpaudit.reports.html import headline_paths, write_report
 
     out = Path(out)
     ensure_empty_folder(out)
@@ -343,10 +344,8 @@ def demo(out, method, epsilon, delta, seed):
     result = evaluate(synthetic, reference, profile="quick", seed=seed, manifest=read_manifest(synthetic_dir))
     result.save(out / "result.json")
     click.echo(f"3/3 wrote {write_report(result, out / 'report.html')}")
-    for path in ("utility.tstr_accuracy", "fidelity.fid", "similarity.near_copy_excess", "membership.auc",
-                 "membership.epsilon_lower_bound"):
-        if path.split(".")[0] in result.checks:
-            click.echo(f"  {path:<32} {result.get(path):.4g}")
+    for path in headline_paths([result]):
+        click.echo(f"  {path:<40} {result.get(path):.4g}")
 
 
 def main() -> None:

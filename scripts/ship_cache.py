@@ -22,7 +22,8 @@ import tempfile
 
 import torch
 
-from dpaudit.audit import utility
+from dpaudit.audit import classifiers
+from dpaudit.audit.profiles import get_profile
 from dpaudit.cache import SHIPPED_DIR, SHIPPED_INDEX, shipped_name
 from dpaudit.datasets import load_split
 from dpaudit.memory import keep_freed_memory
@@ -41,12 +42,12 @@ def main() -> None:
     for name in args.datasets:
         reference = load_split(name, seed=0)
         for profile in args.profiles:
-            settings = utility.PROFILES[profile]
+            config = get_profile(profile).classifiers
             with tempfile.TemporaryDirectory() as scratch:
                 os.environ["DPAUDIT_CACHE"] = scratch  # a fresh cache: train, never read
-                path = utility.trtr_cache_path(reference.members, settings, 0, device)
+                path = classifiers.trtr_cache_path(reference.members, config, 0, device)
                 (SHIPPED_DIR / shipped_name(path)).unlink(missing_ok=True)  # else it would be read, not trained
-                fitted = utility.cached_trtr(reference.members, settings, 0, device)
+                fitted = classifiers.cached_trtr(reference.members, config, 0, device)
                 target = SHIPPED_DIR / shipped_name(path)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)

@@ -12,21 +12,20 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
-import numpy as np
 import torch
-from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from dpaudit import __version__
 from dpaudit.audit import fidelity, membership_check, reconstruction, similarity, utility
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import FeatureExtractor, load_extractor
+from dpaudit.audit.figures import sample_grid
 from dpaudit.audit.profiles import QUICK, Profile, get_profile
 from dpaudit.audit.result import AuditResult, encode_png
 from dpaudit.audit.spec import CheckSpec
 from dpaudit.datasets import Reference
 from dpaudit.errors import DpauditError
-from dpaudit.images import ImageSet, to_uint8
+from dpaudit.images import ImageSet
 from dpaudit.manifest import Manifest, library_versions
 from dpaudit.nets import resolve_device
 
@@ -34,8 +33,6 @@ CHECKS: dict[str, CheckSpec] = {
     spec.name: spec
     for spec in (fidelity.CHECK, utility.CHECK, similarity.CHECK, membership_check.CHECK, *reconstruction.CHECKS)
 }
-SAMPLE_GRID_SIZE = 8
-SAMPLE_GRID_MAX_CLASSES = 10
 
 
 def validate(synthetic: ImageSet, reference: Reference, checks: list[str]) -> None:
@@ -73,25 +70,6 @@ def _manifest_warnings(manifest: Manifest | None, reference: Reference) -> list[
             f"{reference.split_id}: membership results do not measure the generator's real members."
         )
     return warnings
-
-
-def sample_grid(images: ImageSet, per_row: int = SAMPLE_GRID_SIZE, seed: int = 0) -> np.ndarray:
-    """A uint8 H x W x C grid of random samples, `per_row` a row: one row per class (the first
-    ten) where labelled, else `per_row` rows; short rows are filled with white tiles."""
-    generator = torch.Generator().manual_seed(seed)
-    if images.y is not None:
-        rows = []
-        for label in torch.unique(images.y)[:SAMPLE_GRID_MAX_CLASSES].tolist():
-            idx = torch.nonzero(images.y == label).flatten()
-            rows.append(idx[torch.randperm(len(idx), generator=generator)[:per_row]])
-    else:
-        idx = torch.randperm(len(images), generator=generator)[: per_row * per_row]
-        rows = list(idx.split(per_row))
-    blank = torch.ones(1, *images.shape)
-    tiles = torch.cat([torch.cat([images.x[row], blank.expand(per_row - len(row), -1, -1, -1)]) for row in rows])
-    grid = make_grid(tiles, nrow=per_row, padding=1, pad_value=1.0)
-    # make_grid turns one channel into three equal ones; keep grey images grey.
-    return to_uint8(grid[: images.shape[0]]).permute(1, 2, 0).numpy()
 
 
 class LazyExtractor:

@@ -19,21 +19,16 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
-from torchvision.utils import make_grid
 
 from dpaudit.attacks import RECONSTRUCTION_ATTACKS
 from dpaudit.attacks.reconstruction import Reconstruction, ReconstructionAttack, Victim
 from dpaudit.audit.classifiers import TrainedClassifier, require_labels, trtr_classifier, tstr_classifier
 from dpaudit.audit.context import AuditContext
+from dpaudit.audit.figures import columns_grid
 from dpaudit.audit.matching import Matches, expected_max, holdout_baseline, match_by_class
 from dpaudit.audit.result import CheckResult, Metric
 from dpaudit.audit.spec import CheckSpec
-from dpaudit.images import to_uint8
-
-GRID_TILE = 28
-
 
 def leakage_metrics(ctx: AuditContext, matches: Matches, what: str) -> dict[str, Metric]:
     """Max and mean SSIM / PSNR of `what` to their nearest members and the share above the
@@ -82,17 +77,6 @@ def control_metrics(metrics: dict[str, Metric], what: str) -> dict[str, Metric]:
     }
 
 
-def grid_figure(columns: list[torch.Tensor]) -> np.ndarray:
-    """A uint8 image: one row per reconstruction, the given columns side by side (white gutters),
-    tiny images enlarged to about GRID_TILE pixels."""
-    scale = max(1, GRID_TILE // columns[0].shape[-1])
-    tiles = torch.stack(columns, 1).flatten(0, 1)  # row-major: (n * columns) x C x H x W
-    tiles = tiles.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
-    grid = make_grid(tiles.clamp(0, 1), nrow=len(columns), padding=2, pad_value=1.0)
-    image = to_uint8(grid).permute(1, 2, 0).numpy()
-    return image[:, :, 0] if columns[0].shape[1] == 1 else image
-
-
 def _victim(ctx: AuditContext, side: str) -> Victim:
     """The synthetic side (its TSTR classifier) or the control side (the members' TRTR classifier)."""
     images, classifier = (ctx.synthetic, tstr_classifier) if side == "synthetic" else (ctx.reference.members, trtr_classifier)
@@ -119,7 +103,7 @@ def _add_grid(ctx: AuditContext, result: CheckResult, name: str, out: Reconstruc
     order = members.best_ssim.argsort(descending=True, stable=True)[: ctx.profile.grid_rows]
     result.add_figure(
         name,
-        grid_figure([
+        columns_grid([
             out.images[order],
             ctx.reference.members.x[members.best_ssim_idx[order]],
             ctx.synthetic.x[synthetic.best_ssim_idx[order]],

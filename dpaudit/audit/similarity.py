@@ -21,15 +21,16 @@ import torch
 from scipy.stats import binomtest
 
 from dpaudit.audit.context import AuditContext
+from dpaudit.audit.figures import tile_grid
 from dpaudit.audit.matching import holdout_baseline, match_to_reference
 from dpaudit.audit.result import CheckResult, Metric
 from dpaudit.audit.spec import CheckSpec
 from dpaudit.image_similarity import ssim_window
-from dpaudit.images import to_uint8
 from dpaudit.neighbors import nearest_neighbors
 from dpaudit.sampling import seeded_sample
 
 HIST_EDGES = np.linspace(0.0, 1.0, 21)
+PAIRS_PER_ROW = 4  # of the worst-pairs figure
 
 
 @dataclass(frozen=True)
@@ -74,24 +75,6 @@ def _histogram(values: torch.Tensor) -> list[int]:
     """Counts over HIST_EDGES; values below 0 fall into the first bin."""
     counts, _ = np.histogram(values.clamp(0, 1).numpy(), bins=HIST_EDGES)
     return counts.tolist()
-
-
-def _worst_pairs_figure(queries: torch.Tensor, partners: torch.Tensor, per_row: int = 4) -> np.ndarray:
-    """A uint8 grid of pairs (query | partner), read row by row, with a 2-pixel white gutter."""
-    scale = max(1, 28 // queries.shape[-1])  # enlarge tiny images (digits) so the pairs stay visible
-    tiles = to_uint8(torch.stack([queries, partners], 1))  # n x 2 x C x H x W
-    tiles = tiles.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
-    n, _, c, h, w = tiles.shape
-    rows = -(-n // per_row)
-    cols = min(n, per_row)
-    pair_w, gap = 2 * w + 2, 6
-    grid = np.full((rows * (h + gap) + gap, cols * (pair_w + gap) + gap, c), 255, np.uint8)
-    for i in range(n):
-        y = gap + (i // per_row) * (h + gap)
-        x = gap + (i % per_row) * (pair_w + gap)
-        grid[y : y + h, x : x + w] = tiles[i, 0].permute(1, 2, 0).numpy()
-        grid[y : y + h, x + w + 2 : x + 2 * w + 2] = tiles[i, 1].permute(1, 2, 0).numpy()
-    return grid[:, :, 0] if c == 1 else grid
 
 
 def run(ctx: AuditContext) -> CheckResult:
@@ -168,7 +151,7 @@ def run(ctx: AuditContext) -> CheckResult:
     }
     result.add_figure(
         "worst_pairs",
-        _worst_pairs_figure(synthetic[worst], members[matches.best_ssim_idx[worst]]),
+        tile_grid(torch.stack([synthetic[worst], members[matches.best_ssim_idx[worst]]], 1).flatten(0, 1), 2 * PAIRS_PER_ROW),
         "the synthetic images most similar to a member (synthetic | member, highest SSIM first)",
     )
     return result

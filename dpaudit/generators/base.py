@@ -28,7 +28,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Annotated, Any, Callable, ClassVar, Sequence, TypeVar
 
 import torch
 
@@ -138,6 +138,20 @@ def apply_overrides(config: Any, overrides: Sequence[str] | dict[str, str]) -> A
             )
         changes[key] = _parse_value(str(value), hints[key], f"--set {key}")
     return dataclasses.replace(config, **changes)
+
+
+# A hyper-parameter that must be positive: `batch_size: Positive[int] = 64`. `Generator.fit`
+# refuses a config where one is not, naming the `--set` key, before any work.
+_T = TypeVar("_T")
+POSITIVE = "positive"
+Positive = Annotated[_T, POSITIVE]
+
+
+def check_positive(config: Any) -> None:
+    """A DpauditError naming the first field declared Positive whose value is not positive."""
+    for key, hint in typing.get_type_hints(type(config), include_extras=True).items():
+        if POSITIVE in getattr(hint, "__metadata__", ()) and not getattr(config, key) > 0:
+            raise DpauditError(f"--set {key}: must be positive, got {getattr(config, key)}.")
 
 
 # ---------------------------------------------------------------- labels
@@ -286,6 +300,7 @@ class Generator(abc.ABC):
             raise DpauditError(f"{members.source or members.name}: the generators are class-conditional and need labelled members.")
         if len(members) == 0:
             raise DpauditError(f"{members.source or members.name}: no member images to train on.")
+        check_positive(self.config)
         self.shape, self.num_classes = members.shape, int(members.num_classes)
         self.checkpoint.bind(
             {

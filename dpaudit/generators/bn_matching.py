@@ -66,8 +66,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dpaudit.errors import DpauditError
-from dpaudit.generators.base import Generator, PrivacyReport, register
-from dpaudit.generators.dp_training import DPSGD, calibrate_noise, require_positive, sample_rate_for, steps_for
+from dpaudit.generators.base import Generator, Positive, PrivacyReport, register
+from dpaudit.generators.dp_training import DPSGD, calibrate_noise, sample_rate_for, steps_for
 from dpaudit.images import ImageSet
 from dpaudit.privacy import PrivacyBudget
 
@@ -76,23 +76,23 @@ from dpaudit.privacy import PrivacyBudget
 class BNMatchingConfig:
     """Hyper-parameters: the DP classifier (clf_*), the statistics release, the synthesis."""
 
-    clf_batch_size: int = 2048  # expected Poisson batch
-    clf_epochs: float = 20.0
-    clf_lr: float = 3e-3
-    clf_max_grad_norm: float = 1.0
+    clf_batch_size: Positive[int] = 2048  # expected Poisson batch
+    clf_epochs: Positive[float] = 20.0
+    clf_lr: Positive[float] = 3e-3
+    clf_max_grad_norm: Positive[float] = 1.0
     channels: tuple[int, ...] = (16, 32)  # of the classifier's conv layers
-    groups: int = 4  # GroupNorm groups per layer
-    hidden: int = 32  # width of the classifier's hidden FC layer
+    groups: Positive[int] = 4  # GroupNorm groups per layer
+    hidden: Positive[int] = 32  # width of the classifier's hidden FC layer
     activation: Literal["tanh", "relu"] = "tanh"  # tanh: bounded activations suit DP-SGD (Papernot et al.)
-    stats_clip: float = 16.0  # L2 clip of a record's statistics vector
-    stats_noise_weight: float = 4.0  # sigma_stats / sigma_clf
-    count_noise_weight: float = 4.0  # sigma_count / sigma_clf
+    stats_clip: Positive[float] = 16.0  # L2 clip of a record's statistics vector
+    stats_noise_weight: Positive[float] = 4.0  # sigma_stats / sigma_clf
+    count_noise_weight: Positive[float] = 4.0  # sigma_count / sigma_clf
     init: Literal["noise", "public-digits"] = "noise"  # starting images; public-digits for digit datasets
     init_noise: float = 0.1  # std of the Gaussian noise added to public starting images
     init_warp: float = 0.5  # random affine warp of public starting images (rotation in rad, scale, shift)
-    synthesis_steps: int = 50
-    synthesis_batch: int = 100  # images optimised together (one class)
-    synthesis_lr: float = 0.05
+    synthesis_steps: Positive[int] = 50
+    synthesis_batch: Positive[int] = 100  # images optimised together (one class)
+    synthesis_lr: Positive[float] = 0.05
     oversample: float = 1.0  # candidates optimised per image kept (the DP classifier keeps the most confident)
     bn_weight: float = 1.0
     tv_weight: float = 1.0
@@ -238,10 +238,6 @@ class BNMatching(Generator):
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         cfg, n = self.config, len(members)
-        require_positive(
-            cfg, "clf_batch_size", "clf_epochs", "clf_lr", "clf_max_grad_norm", "groups", "hidden", "stats_clip",
-            "stats_noise_weight", "count_noise_weight", "synthesis_steps", "synthesis_batch", "synthesis_lr",
-        )
         if not cfg.oversample >= 1:
             raise DpauditError(f"--set oversample: at least 1 (candidates per image kept), got {cfg.oversample}.")
         if not cfg.channels or any(c <= 0 or c % cfg.groups for c in cfg.channels):

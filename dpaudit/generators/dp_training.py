@@ -28,7 +28,6 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from tqdm.auto import tqdm
 
-from dpaudit.errors import DpauditError
 from dpaudit.privacy import PrivacyBudget, composed_epsilon
 
 
@@ -157,13 +156,6 @@ class DPSGD:
         self.noise.set_state(state["noise"])
         self.sampler.set_state(state["sampler"])
         self.rng.set_state(state["rng"])
-
-
-def require_positive(config, *keys: str) -> None:
-    """A DpauditError naming the first of `keys` whose value in `config` is not positive."""
-    for key in keys:
-        if not getattr(config, key) > 0:
-            raise DpauditError(f"--set {key}: must be positive, got {getattr(config, key)}.")
 
 
 def sample_rate_for(batch_size: int, n: int) -> float:

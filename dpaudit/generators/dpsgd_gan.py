@@ -36,7 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dpaudit.errors import DpauditError
-from dpaudit.generators.base import Generator, PrivacyReport, register
+from dpaudit.generators.base import Generator, Positive, PrivacyReport, register
 from dpaudit.generators.dicesgd import DiceSGDOptimizer
 from dpaudit.images import ImageSet
 from dpaudit.privacy import PrivacyBudget, dpsgd_noise
@@ -176,19 +176,19 @@ class DPSGDGAN(Generator):
     @dataclass
     class Config:
         optimizer: Literal["dicesgd", "dpsgd"] = "dicesgd"
-        steps: int = 1500  # private discriminator steps (the accounted releases)
-        batch_size: int = 256  # expected Poisson batch of members per discriminator step
-        clip: float = 1.0  # C1: per-sample gradient clipping
-        error_clip: float = 1.0  # C2: clipping of the fed-back error state (DiceSGD)
-        residual_clip: float = 2.0  # C_r: per-sample bound on the clipped-off residual (DiceSGD)
+        steps: Positive[int] = 1500  # private discriminator steps (the accounted releases)
+        batch_size: Positive[int] = 256  # expected Poisson batch of members per discriminator step
+        clip: Positive[float] = 1.0  # C1: per-sample gradient clipping
+        error_clip: Positive[float] = 1.0  # C2: clipping of the fed-back error state (DiceSGD)
+        residual_clip: Positive[float] = 2.0  # C_r: per-sample bound on the clipped-off residual (DiceSGD)
         feedback_share: float = 0.1  # share of the privacy precision spent on the residual
-        d_lr: float = 6e-4
-        g_lr: float = 6e-4
-        d_steps_per_g: int = 1  # discriminator steps per generator step
-        fake_batch: int = 64  # generated images per discriminator step and per generator step
-        latent_dim: int = 64
-        d_width: int = 16  # channels of the discriminator's first conv (then 2x, 4x)
-        g_width: int = 16  # channels of the generator's last conv (4x, 2x before)
+        d_lr: Positive[float] = 6e-4
+        g_lr: Positive[float] = 6e-4
+        d_steps_per_g: Positive[int] = 1  # discriminator steps per generator step
+        fake_batch: Positive[int] = 64  # generated images per discriminator step and per generator step
+        latent_dim: Positive[int] = 64
+        d_width: Positive[int] = 16  # channels of the discriminator's first conv (then 2x, 4x)
+        g_width: Positive[int] = 16  # channels of the generator's last conv (4x, 2x before)
         recon_batch: int = 16  # generated images reconstructed per generator step
         noise_init: float = 0.1  # initial scale of the feature-map noise (EFSGD)
         recon_weight: float = 0.05  # VAE-style reconstruction of generated images (EFSGD)
@@ -229,11 +229,6 @@ class DPSGDGAN(Generator):
 
     def _check_config(self) -> None:
         cfg = self.config
-        positive = ("steps", "batch_size", "clip", "error_clip", "residual_clip", "d_lr", "g_lr",
-                    "d_steps_per_g", "fake_batch", "latent_dim", "d_width", "g_width")
-        for key in positive:
-            if not getattr(cfg, key) > 0:
-                raise DpauditError(f"--set {key}: must be positive, got {getattr(cfg, key)}.")
         if not 0 <= cfg.feedback_share < 1:
             raise DpauditError(f"--set feedback_share: must be in [0, 1), got {cfg.feedback_share}.")
         if not 0 <= cfg.ema < 1:

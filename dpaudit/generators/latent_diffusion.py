@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpaudit.errors import DpauditError
-from dpaudit.generators.base import Generator, PrivacyReport, register
-from dpaudit.generators.dp_training import DPSGD, calibrate_noise, require_positive, sample_rate_for, steps_for
+from dpaudit.generators.base import Generator, Positive, PrivacyReport, register
+from dpaudit.generators.dp_training import DPSGD, calibrate_noise, sample_rate_for, steps_for
 from dpaudit.images import ImageSet
 from dpaudit.privacy import PrivacyBudget
 
@@ -47,26 +47,26 @@ from dpaudit.privacy import PrivacyBudget
 class LatentDiffusionConfig:
     """Hyper-parameters of DP latent diffusion (stage 1: ae_*, stage 2: diffusion_*)."""
 
-    latent_dim: int = 16
-    ae_width: int = 32
-    ae_batch_size: int = 512  # expected Poisson batch
-    ae_epochs: float = 10.0
-    ae_lr: float = 2e-3
-    ae_max_grad_norm: float = 1.0
-    ae_noise_weight: float = 1.0  # relative noise of stage 1 (the split of the budget)
+    latent_dim: Positive[int] = 16
+    ae_width: Positive[int] = 32
+    ae_batch_size: Positive[int] = 512  # expected Poisson batch
+    ae_epochs: Positive[float] = 10.0
+    ae_lr: Positive[float] = 2e-3
+    ae_max_grad_norm: Positive[float] = 1.0
+    ae_noise_weight: Positive[float] = 1.0  # relative noise of stage 1 (the split of the budget)
     ae_latent_penalty: float = 1e-2  # weight of mean(z^2): keeps latents of order 1 without data statistics
     ae_latent_noise: float = 0.1  # std of noise added to z while training the decoder (robust decoding)
-    latent_bound: float = 3.0  # latents are clamped to [-b, b] for the diffusion and its samples
-    diffusion_hidden: int = 256
-    diffusion_layers: int = 3
-    diffusion_batch_size: int = 1024
-    diffusion_epochs: float = 40.0
-    diffusion_lr: float = 2e-3
-    diffusion_max_grad_norm: float = 1.0
-    diffusion_noise_weight: float = 1.0  # relative noise of stage 2
-    noise_multiplicity: int = 8  # (t, noise) draws averaged per record before clipping
-    timesteps: int = 1000
-    sample_steps: int = 100  # DDIM steps when sampling
+    latent_bound: Positive[float] = 3.0  # latents are clamped to [-b, b] for the diffusion and its samples
+    diffusion_hidden: Positive[int] = 256
+    diffusion_layers: Positive[int] = 3
+    diffusion_batch_size: Positive[int] = 1024
+    diffusion_epochs: Positive[float] = 40.0
+    diffusion_lr: Positive[float] = 2e-3
+    diffusion_max_grad_norm: Positive[float] = 1.0
+    diffusion_noise_weight: Positive[float] = 1.0  # relative noise of stage 2
+    noise_multiplicity: Positive[int] = 8  # (t, noise) draws averaged per record before clipping
+    timesteps: Positive[int] = 1000
+    sample_steps: Positive[int] = 100  # DDIM steps when sampling
     label_dropout: float = 0.1  # share of draws trained unconditionally (classifier-free guidance)
     guidance: float = 0.0  # classifier-free guidance weight at sampling (0: plain conditional)
     accountant: Literal["rdp", "prv"] = "rdp"
@@ -147,12 +147,6 @@ class LatentDiffusion(Generator):
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         cfg, n = self.config, len(members)
-        require_positive(
-            cfg, "latent_dim", "ae_width", "ae_batch_size", "ae_epochs", "ae_lr", "ae_max_grad_norm", "ae_noise_weight",
-            "latent_bound", "diffusion_hidden", "diffusion_layers", "diffusion_batch_size", "diffusion_epochs",
-            "diffusion_lr", "diffusion_max_grad_norm", "diffusion_noise_weight", "noise_multiplicity", "timesteps",
-            "sample_steps",
-        )
         if not 0 <= cfg.label_dropout < 1:
             raise DpauditError(f"--set label_dropout: must be in [0, 1), got {cfg.label_dropout}.")
         if cfg.sample_steps > cfg.timesteps:

@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from opacus.grad_sample import register_grad_sampler
 from torch import nn
 
-from dpaudit.generators.base import Generator, PrivacyReport, register
-from dpaudit.generators.dp_training import DPSGD, calibrate_noise, require_positive, sample_rate_for, steps_for
+from dpaudit.generators.base import Generator, Positive, PrivacyReport, register
+from dpaudit.generators.dp_training import DPSGD, calibrate_noise, sample_rate_for, steps_for
 from dpaudit.images import ImageSet
 from dpaudit.privacy import PrivacyBudget, dpsgd_epsilon
 
@@ -54,15 +54,15 @@ from dpaudit.privacy import PrivacyBudget, dpsgd_epsilon
 class LipschitzVAEConfig:
     """Hyper-parameters of the Lipschitz VAE and its DP-SGD training."""
 
-    latent_dim: int = 16
-    hidden: int = 256
-    lipschitz: float = 1.0  # bound on the encoder mean's Lipschitz constant
-    latent_std: float = 0.5  # s: the posterior's fixed standard deviation
+    latent_dim: Positive[int] = 16
+    hidden: Positive[int] = 256
+    lipschitz: Positive[float] = 1.0  # bound on the encoder mean's Lipschitz constant
+    latent_std: Positive[float] = 0.5  # s: the posterior's fixed standard deviation
     beta: float = 1.0  # weight of the KL term
-    batch_size: int = 512  # expected Poisson batch
-    epochs: float = 20.0
-    lr: float = 2e-3
-    max_grad_norm: float = 1.0
+    batch_size: Positive[int] = 512  # expected Poisson batch
+    epochs: Positive[float] = 20.0
+    lr: Positive[float] = 2e-3
+    max_grad_norm: Positive[float] = 1.0
     accountant: Literal["rdp", "prv"] = "rdp"
 
 
@@ -162,7 +162,6 @@ class LipschitzVAEGenerator(Generator):
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         cfg, n = self.config, len(members)
-        require_positive(cfg, "latent_dim", "hidden", "lipschitz", "latent_std", "batch_size", "epochs", "lr", "max_grad_norm")
         q = sample_rate_for(cfg.batch_size, n)
         steps = steps_for(cfg.epochs, q)
         (sigma,) = calibrate_noise(budget, [(q, steps, 1.0)], cfg.accountant)

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from dpaudit.generators.base import Generator, PrivacyReport, register
+from dpaudit.generators.base import Generator, Positive, PrivacyReport, register
 from dpaudit.images import ImageSet
 from dpaudit.privacy import PrivacyBudget, composed_epsilon, dpsgd_noise
 
@@ -59,21 +59,21 @@ SENSITIVITY = {"add-remove": (1.0, 1.0), "replace-one": (2.0, math.sqrt(2.0))}
 class EmbeddingConfig:
     """Hyper-parameters of DP-MERF / PEARL. Lengths are in pixel units of images in [0, 1]."""
 
-    features: int = 4000  # random frequencies in total (each gives a cos and a sin)
+    features: Positive[int] = 4000  # random frequencies in total (each gives a cos and a sin)
     # Kernel length scales in units of sqrt(number of pixel values) (public: 28 on MNIST), each
     # with an equal share of the frequencies.
     length_scales: tuple[float, ...] = (0.15, 0.3, 0.6)
     adjacency: Literal["add-remove", "replace-one"] = "add-remove"
     accountant: Literal["rdp", "prv"] = "rdp"
-    count_noise_ratio: float = 5.0  # sigma_count / sigma_emb: the counts take 1/(1+r^2) of the budget
-    latent_dim: int = 32
+    count_noise_ratio: Positive[float] = 5.0  # sigma_count / sigma_emb: the counts take 1/(1+r^2) of the budget
+    latent_dim: Positive[int] = 32
     decoder: Literal["conv", "mlp"] = "conv"
-    width: int = 16  # channels of the conv decoder's last hidden layer; the MLP's is 16x
+    width: Positive[int] = 16  # channels of the conv decoder's last hidden layer; the MLP's is 16x
     steps: int = 2400
-    batch_size: int = 200  # generated images per step
+    batch_size: Positive[int] = 200  # generated images per step
     unbiased: bool = False  # True: the U-statistic in the generated samples (see _loss_terms)
-    lr: float = 1e-3  # Adam, cosine-decayed to 5% of it over the steps
-    critic_lr: float = 1e-2  # PEARL only
+    lr: Positive[float] = 1e-3  # Adam, cosine-decayed to 5% of it over the steps
+    critic_lr: Positive[float] = 1e-2  # PEARL only
     critic_mix: float = 0.5  # PEARL only: weights = (1 - mix) + mix * importance weights
 
 

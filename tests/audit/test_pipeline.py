@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from dpaudit.audit import pipeline
-from dpaudit.audit.pipeline import CHECKS, evaluate, sample_grid, validate
+from dpaudit.audit.pipeline import CHECKS, evaluate, validate
 from dpaudit.audit.result import load_result
 from dpaudit.cli import cli
 from dpaudit.errors import DpauditError
@@ -34,6 +34,8 @@ def test_validate_refuses_unknown_checks_and_labels(digits):
     labels = torch.full((4,), 12, dtype=torch.long)
     with pytest.raises(DpauditError, match="label 12 is outside"):
         validate(ImageSet(torch.zeros(4, 1, 8, 8), labels, 13, "l", "labels.npz"), digits, FAST)
+    with pytest.raises(DpauditError, match=r"labels.npz: label -1 is outside the reference's classes 0..9"):
+        validate(ImageSet(torch.zeros(4, 1, 8, 8), torch.tensor([0, -1, 2, 3]), 10, "l", "labels.npz"), digits, FAST)
 
 
 def test_every_check_is_registered():
@@ -67,11 +69,6 @@ def test_unlabelled_synthetic_skips_label_checks_with_a_warning(digits):
     result = evaluate(unlabelled, digits, checks=["similarity", "utility"], progress=False)
     assert list(result.checks) == ["similarity"]
     assert any("no labels" in w and "utility" in w for w in result.warnings)
-
-
-def test_sample_grid_has_one_row_per_class(digits):
-    grid = sample_grid(digits.test, per_row=4)
-    assert grid.dtype == np.uint8 and grid.shape == (10 * 9 + 1, 4 * 9 + 1, 1)
 
 
 def test_cli_evaluate_writes_result(tmp_path, digits):

@@ -59,17 +59,6 @@ def test_every_registered_attack_is_a_check_with_its_declaration():
         assert isinstance(QUICK.settings(name), attack.Config)
 
 
-def test_grid_figure_layout():
-    columns = [torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
-    grid = rc.grid_figure(columns)
-    # 8x8 tiles enlarged 3x (to 24 px), 2-pixel white gutters around every tile.
-    assert grid.dtype == np.uint8 and grid.shape == (2 * 24 + 3 * 2, 3 * 24 + 4 * 2)
-    second_row_third_column = grid[2 + 24 + 2 : 2 + 24 + 2 + 24, 2 + 2 * 26 : 2 + 2 * 26 + 24]
-    expected = to_uint8(columns[2][1, 0]).numpy().repeat(3, 0).repeat(3, 1)
-    np.testing.assert_array_equal(second_row_third_column, expected)
-    assert (grid[:2] == 255).all()
-
-
 def test_memorization_leaks_what_the_synthetic_set_holds(results):
     memorizer = results["memorizer"]["memorization"]
     disjoint = results["disjoint"]["memorization"]

@@ -1,6 +1,7 @@
 """The generator framework: overrides, label allocation, checkpoints, registry, the CLI."""
 
 import json
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from dpaudit.cli import cli
 from dpaudit.errors import DpauditError
 from dpaudit.generators import GENERATORS, Checkpointer, PrivacyReport, apply_overrides, get_generator
-from dpaudit.generators.base import Generator, balanced_labels, proportional_labels
+from dpaudit.generators.base import POSITIVE, Generator, Positive, balanced_labels, check_positive, proportional_labels
 from dpaudit.images import ImageSet, load_images
 from dpaudit.privacy import PrivacyBudget
 
@@ -174,3 +175,23 @@ def test_generate_command_user_errors(tmp_path, args, message):
         argv += ["--epsilon", base["--epsilon"]]
     res = CliRunner().invoke(cli, argv + args)
     assert res.exit_code == 2 and message in res.output
+
+
+@dataclass
+class Declared:
+    lr: Positive[float] = 1e-3
+    steps: Positive[int] = 3
+    weight: float = 0.0  # may be zero or negative: not declared positive
+
+
+def test_fields_declared_positive_are_checked_by_name_and_overrides_still_parse():
+    check_positive(Declared())
+    check_positive(Declared(weight=-1.0))
+    for bad in (Declared(lr=0.0), Declared(steps=-2), Declared(lr=float("nan"))):
+        with pytest.raises(DpauditError, match=r"--set (lr|steps): must be positive"):
+            check_positive(bad)
+    assert apply_overrides(Declared(), ["lr=0.5", "steps=7"]) == Declared(0.5, 7)
+    for cls in GENERATORS.values():  # every generator declares some, and its defaults pass
+        hints = typing.get_type_hints(cls.Config, include_extras=True).values()
+        assert any(POSITIVE in getattr(hint, "__metadata__", ()) for hint in hints), cls.name
+        check_positive(cls.Config())

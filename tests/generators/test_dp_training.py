@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpaudit.errors import DpauditError
-from dpaudit.generators.dp_training import DPSGD, calibrate_noise, require_positive, sample_rate_for, steps_for
+from dpaudit.generators.dp_training import DPSGD, calibrate_noise, sample_rate_for, steps_for
 from dpaudit.privacy import PrivacyBudget
 from tests.generators.opacus_reference import opacus_epsilon
 
@@ -72,8 +72,6 @@ def test_poisson_batches_have_the_binomial_size_and_are_seeded():
     assert not torch.equal(poisson_stage(4).batch(), poisson_stage(5).batch())
 
 
-def test_rates_steps_and_option_checks():
+def test_rates_and_steps():
     assert sample_rate_for(256, 1000) == 0.256 and sample_rate_for(5000, 1000) == 1.0
     assert steps_for(2.0, 0.256) == 8
-    with pytest.raises(DpauditError, match="--set lr"):
-        require_positive(type("C", (), {"lr": 0.0})(), "lr")
