@@ -1,6 +1,7 @@
 """Compare two result.json files of the same audit: every number and text, except what may differ
-between two runs of the same code (timings, `created`) and what records the audit rather than
-measures it (the `settings` record, the checks' declared title, question and headlines).
+between two runs of the same code (timings: `seconds`, `wall_time_s`; `created`, at any depth)
+and what records the audit rather than measures it (the `settings` record, the checks' declared
+title, question and headlines).
 
     python benchmarks/compare_results.py BEFORE/result.json AFTER/result.json
 
@@ -16,12 +17,21 @@ import argparse
 import json
 import sys
 
-RECORDS = {"created", "settings"}
-PER_CHECK = {"seconds", "title", "question", "headlines"}
+ANYWHERE = {"created", "seconds", "wall_time_s"}
+RECORDS = {"settings"}
+PER_CHECK = {"title", "question", "headlines"}
+
+
+def _without(doc, keys: set[str]):
+    if isinstance(doc, dict):
+        return {k: _without(v, keys) for k, v in doc.items() if k not in keys}
+    if isinstance(doc, list):
+        return [_without(v, keys) for v in doc]
+    return doc
 
 
 def _strip(result: dict) -> dict:
-    result = {k: v for k, v in result.items() if k not in RECORDS}
+    result = {k: v for k, v in _without(result, ANYWHERE).items() if k not in RECORDS}
     result["checks"] = {
         name: {k: v for k, v in check.items() if k not in PER_CHECK} for name, check in result.get("checks", {}).items()
     }

@@ -126,6 +126,7 @@ class GANPrototypes(ReconstructionAttack):
     question = ("Can a generator trained against a model reproduce its training images? A generator is trained so that "
                 "the classifier trained on the synthetic images assigns its outputs to each class (Hitaj et al. "
                 "2017); its class prototypes are set beside their nearest real and nearest synthetic images.")
+    counts = "prototypes"
     Config = GANAttackConfig
     describes = "GAN prototypes (matched within their class)"
     control_describes = "prototypes"
@@ -137,7 +138,7 @@ class GANPrototypes(ReconstructionAttack):
         model, _ = victim.trained()
         protos = gan_attack(model, victim.images.shape, victim.num_classes, config=config, seed=victim.seed,
                             progress=progress)
-        n = {"prototypes": len(protos.labels)}
+        n = {self.counts: len(protos.labels)}
         if victim.is_control:
             metrics = {"control_target_confidence": Metric(
                 float(protos.confidence.mean()), "info",

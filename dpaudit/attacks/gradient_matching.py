@@ -223,6 +223,7 @@ class GradientMatching(ReconstructionAttack):
     question = ("Can training images be reconstructed from a model's gradients? Gradients of the classifier trained "
                 "on the synthetic images are inverted; the reconstructions are set beside their nearest real and "
                 "nearest synthetic images.")
+    counts = "reconstructions"
     Config = InversionConfig
     describes = "gradient-matching reconstructions"
     control_describes = "reconstructions"
@@ -240,7 +241,7 @@ class GradientMatching(ReconstructionAttack):
         labels = torch.cat([inv.labels for inv in inversions])
         batch_psnr = torch.cat([inv.psnr for inv in inversions])
         batch_ssim = pairwise_ssim(images, victim.images.x[pick])
-        n = {"reconstructions": len(images)}
+        n = {self.counts: len(images)}
         if victim.is_control:
             metrics = {"control_batch_psnr": Metric(
                 float(batch_psnr.mean()), "info",

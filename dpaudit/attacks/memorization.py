@@ -180,6 +180,7 @@ class MaliciousTrainer(ReconstructionAttack):
     question = ("Can a malicious trainer hide training images in the model it hands back? A classifier is trained on "
                 "the synthetic images with correlated-value encoding (Song et al. 2017); the images decoded from its "
                 "weights are set beside their nearest real and nearest synthetic images.")
+    counts = "decoded"
     Config = MemorizationConfig
     describes = "decoded images"
     control_describes = "decoded images"
@@ -195,7 +196,7 @@ class MaliciousTrainer(ReconstructionAttack):
         if victim.is_control:
             details = {"secret_member_indices": secrets.tolist(), "decode_psnr": float(attack.psnr.mean())}
             return Reconstruction(attack.decoded, None, {}, details)
-        n = {"decoded": len(secrets)}
+        n = {self.counts: len(secrets)}
         test = victim.test
         metrics = {
             "decode_psnr": Metric(

@@ -61,8 +61,9 @@ class ReconstructionAttack(abc.ABC):
     title: ClassVar[str]
     question: ClassVar[str]
     Config: ClassVar[type]
-    describes: ClassVar[str]  # e.g. "gradient-matching reconstructions"
-    control_describes: ClassVar[str]  # the same, in the control's meanings
+    counts: ClassVar[str]  # what its images are called in sample sizes, e.g. "reconstructions"
+    describes: ClassVar[str]  # in metric meanings, e.g. "gradient-matching reconstructions"
+    control_describes: ClassVar[str]  # the same, shorter, e.g. "reconstructions"
     control_is: ClassVar[str]  # what the control run is, e.g. "classifier trained on the members"
     caption: ClassVar[str]
     control_caption: ClassVar[str]

@@ -128,8 +128,9 @@ def run_attack(attack: ReconstructionAttack, ctx: AuditContext) -> CheckResult:
         **leakage_metrics(ctx, members, attack.describes),
         "mean_synthetic_ssim": Metric(
             float(synthetic.best_ssim.mean()), "info",
-            f"mean SSIM of the {attack.describes} to their nearest synthetic image (of their class where labelled)",
-            range=(-1.0, 1.0), n={"reconstructions": len(members)},
+            f"mean SSIM of the {attack.control_describes} to the nearest synthetic image"
+            + (" of their class" if target.labels is not None else ""),
+            range=(-1.0, 1.0), n={attack.counts: len(members)},
         ),
         **control.metrics,
         **control_metrics(leakage_metrics(ctx, c_members, attack.control_describes), attack.control_is),

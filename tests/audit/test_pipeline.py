@@ -115,3 +115,28 @@ def test_extractor_is_loaded_only_when_a_check_needs_features(digits, monkeypatc
     assert calls == [] and result.feature_extractor["name"] is None
     result = evaluate(digits.test, digits, checks=["fidelity"], progress=False)
     assert len(calls) == 1 and result.feature_extractor["name"] == "lenet-digits"
+
+
+def test_a_second_audit_against_the_same_reference_extracts_only_the_synthetic_features(digits, monkeypatch, tmp_path):
+    from dpaudit.audit.features import FeatureExtractor
+
+    monkeypatch.setenv("DPAUDIT_CACHE", str(tmp_path))
+    extracted = []
+    original = FeatureExtractor.__call__
+
+    def counting(self, images):
+        extracted.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(FeatureExtractor, "__call__", counting)
+    checks = ["fidelity", "membership"]
+    first = evaluate(digits.test, digits, checks=checks, progress=False)
+    n_first = sum(extracted)
+    extracted.clear()
+    other = digits.holdout.subset(range(300), "other")
+    second = evaluate(other, digits, checks=checks, progress=False)
+    # the members', holdout's and targets' features come from the on-disk cache: only the new set is extracted
+    assert extracted == [300] and n_first > 1000
+    again = evaluate(digits.test, digits, checks=checks, progress=False)
+    assert again.get("fidelity.fid") == first.get("fidelity.fid") and again.get("membership.auc") == first.get("membership.auc")
+    assert second.get("fidelity.fid") != first.get("fidelity.fid")

@@ -136,7 +136,7 @@ class CopyTrainingImages(ReconstructionAttack):
     title = "Toy copy"
     question = "Does the runner score an attack that returns training images as leaking?"
     Config = CopyConfig
-    describes = control_describes = "copies"
+    counts = describes = control_describes = "copies"
     control_is = "copies of the members"
     caption = control_caption = "copies"
 
