@@ -6,8 +6,8 @@ feature space, and, when the synthetic set is labelled, attacks on the classifie
 The rest of the holdout is the attackers' reference data. Each metric reports the strongest
 attack for it; all attacks go in details["attacks"].
 
-The epsilon lower bound is the largest of 2 x (number of attacks) bounds (the auditor's
-Clopper-Pearson and one-run bounds), each computed at alpha / (2 x number of attacks)
+The epsilon lower bound is the largest of (number of bounds) x (number of attacks) bounds (the
+auditor's Clopper-Pearson and one-run bounds), each computed at alpha / that number
 (Bonferroni), so the reported maximum holds at 95% confidence. It assumes the generator was
 trained on exactly the audit's members, chosen at random.
 
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from dpaudit.attacks import MEMBERSHIP_ATTACKS
+from dpaudit.attacks.auditor import BOUNDS
 from dpaudit.attacks.base import FPR_LEVELS, AttackResult, MembershipInputs, TargetSplit, draw_targets
 from dpaudit.attacks.downstream import LiraConfig
 from dpaudit.attacks.membership import DomiasConfig, LoganConfig
@@ -131,7 +132,7 @@ def run(ctx: AuditContext) -> CheckResult:
 
     claimed = None if ctx.manifest is None else ctx.manifest.epsilon
     delta = DEFAULT_DELTA if ctx.manifest is None or ctx.manifest.delta is None else ctx.manifest.delta
-    alpha = (1 - CONFIDENCE) / (2 * len(scores))
+    alpha = (1 - CONFIDENCE) / (len(BOUNDS) * len(scores))
     results = {
         name: AttackResult.from_scores(name, s, split.labels, delta=delta, alpha=alpha, seed=ctx.seed, details=info)
         for name, (s, info) in scores.items()
@@ -171,7 +172,7 @@ def run(ctx: AuditContext) -> CheckResult:
         "claim_warning": claim_warning,  # the report shows it once, as its alert
         "epsilon_method": method,
         # The one-run bound is proven for one training run; the Clopper-Pearson one is the usual practice.
-        "epsilon_by_method": {m: max(r.epsilon[m].value for r in results.values()) for m in ("clopper_pearson", "one_run")},
+        "epsilon_by_method": {m: max(r.epsilon[m].value for r in results.values()) for m in BOUNDS},
         "delta": delta,
         "confidence": CONFIDENCE,
         "alpha_per_bound": alpha,
