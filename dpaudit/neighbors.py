@@ -29,9 +29,11 @@ def nearest_neighbors(
     k + CANDIDATE_MARGIN of them are re-measured directly (float64 sums); ties go to the lower index.
     Rows are flattened, so images (N x C x H x W) and features (N x D) both work.
     """
+    if len(refs) == 0:
+        raise ValueError(f"cannot match {tuple(queries.shape)} queries against no references")
     q0 = queries.reshape(len(queries), -1).float()
     r0 = refs.reshape(len(refs), -1).float()
-    if q0.shape[1] != r0.shape[1] or len(r0) == 0:
+    if q0.shape[1] != r0.shape[1]:
         raise ValueError(f"cannot match {tuple(q0.shape)} queries against {tuple(r0.shape)} references")
     k = min(k, len(r0))
     n_cand = min(len(r0), k + CANDIDATE_MARGIN)

@@ -112,42 +112,37 @@ class LoganConfig:
     max_fit: int = 5000
 
 
-@register_membership_attack("distance_pixel", family="synthetic", space="pixel")
-def distance_pixel(inputs: MembershipInputs, config: None) -> AttackScores:
-    targets, _, synthetic = inputs.rows("pixel")
-    return AttackScores(distance_scores(targets, synthetic))
+def _distance_attacks(space: str):
+    """GAN-Leaks' distance and its calibrated form, on the rows of `space`."""
+
+    def distance(inputs: MembershipInputs, config: None) -> AttackScores:
+        targets, _, synthetic = inputs.rows(space)
+        return AttackScores(distance_scores(targets, synthetic))
+
+    def calibrated(inputs: MembershipInputs, config: None) -> AttackScores:
+        targets, reference, synthetic = inputs.rows(space)
+        return AttackScores(calibrated_distance_scores(targets, synthetic, reference))
+
+    return distance, calibrated
 
 
-@register_membership_attack("calibrated_distance_pixel", family="synthetic", space="pixel")
-def calibrated_distance_pixel(inputs: MembershipInputs, config: None) -> AttackScores:
-    return AttackScores(calibrated_distance_scores(*_targets_synthetic_reference(inputs, "pixel")))
-
-
-@register_membership_attack("distance_feature", family="synthetic", space="feature")
-def distance_feature(inputs: MembershipInputs, config: None) -> AttackScores:
-    targets, _, synthetic = inputs.rows("feature")
-    return AttackScores(distance_scores(targets, synthetic))
-
-
-@register_membership_attack("calibrated_distance_feature", family="synthetic", space="feature")
-def calibrated_distance_feature(inputs: MembershipInputs, config: None) -> AttackScores:
-    return AttackScores(calibrated_distance_scores(*_targets_synthetic_reference(inputs, "feature")))
+for _space in ("pixel", "feature"):  # registered in this order: distance_pixel, calibrated_distance_pixel, ...
+    _distance, _calibrated = _distance_attacks(_space)
+    register_membership_attack(f"distance_{_space}", family="synthetic", space=_space)(_distance)
+    register_membership_attack(f"calibrated_distance_{_space}", family="synthetic", space=_space)(_calibrated)
 
 
 @register_membership_attack("domias", family="synthetic", space="feature", config=DomiasConfig)
 def domias(inputs: MembershipInputs, config: DomiasConfig) -> AttackScores:
-    scores = domias_scores(*_targets_synthetic_reference(inputs, "feature"), n_components=config.n_components,
-                           max_fit=config.max_fit, seed=inputs.seed)
+    targets, reference, synthetic = inputs.rows("feature")
+    scores = domias_scores(targets, synthetic, reference, n_components=config.n_components, max_fit=config.max_fit,
+                           seed=inputs.seed)
     return AttackScores(scores, {"pca_dim": config.n_components})
 
 
 @register_membership_attack("classifier", family="synthetic", space="feature", config=LoganConfig)
 def logan(inputs: MembershipInputs, config: LoganConfig) -> AttackScores:
-    scores = classifier_scores(*_targets_synthetic_reference(inputs, "feature"), hidden=config.hidden,
-                               max_fit=config.max_fit, seed=inputs.seed)
-    return AttackScores(scores)
+    targets, reference, synthetic = inputs.rows("feature")
+    return AttackScores(classifier_scores(targets, synthetic, reference, hidden=config.hidden, max_fit=config.max_fit,
+                                          seed=inputs.seed))
 
-
-def _targets_synthetic_reference(inputs: MembershipInputs, space: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    targets, reference, synthetic = inputs.rows(space)
-    return targets, synthetic, reference

@@ -9,6 +9,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from dpaudit.attacks.base import AttackResult, delong_auc, draw_targets, tpr_at_fpr
+from tests.reference import compare_to_reference
 
 
 def test_draw_targets_balanced_disjoint_seeded():
@@ -37,15 +38,27 @@ def delong_brute_force(scores, labels):
     return psi.mean(), np.sqrt(v10.var(ddof=1) / len(pos) + v01.var(ddof=1) / len(neg))
 
 
-def test_delong_matches_brute_force_with_ties():
+def delong_inputs():
     rng = np.random.default_rng(0)
-    labels = np.r_[np.ones(70), np.zeros(50)].astype(int)
-    scores = np.round(rng.normal(size=120) + 0.8 * labels, 1)  # rounding makes ties
-    auc, se = delong_auc(scores, labels)
-    ref_auc, ref_se = delong_brute_force(scores, labels)
-    assert auc == pytest.approx(ref_auc, rel=1e-12)
-    assert auc == pytest.approx(roc_auc_score(labels, scores), rel=1e-12)
-    assert se == pytest.approx(ref_se, rel=1e-10)
+    ties = np.r_[np.ones(70), np.zeros(50)].astype(int)
+    shuffled = rng.permutation(np.r_[np.ones(30), np.zeros(90)].astype(int))
+    halves = np.r_[np.ones(50), np.zeros(50)].astype(int)
+    return {
+        "ties (rounded scores), 70 vs 50": (np.round(rng.normal(size=120) + 0.8 * ties, 1), ties),
+        "no ties, 30 vs 90 shuffled": (rng.normal(size=120) + 0.5 * shuffled, shuffled),
+        "integer scores, 50 vs 50": (rng.integers(0, 4, 100) + halves, halves),
+    }
+
+
+def test_delong_matches_brute_force_with_ties():
+    inputs = delong_inputs()
+    auc = lambda scores, labels: delong_auc(scores, labels)[0]  # noqa: E731
+    compare_to_reference(auc, lambda s, y: delong_brute_force(s, y)[0], inputs, atol=0.0, rtol=1e-12,
+                         name="DeLong AUC vs the O(mn) kernel")
+    compare_to_reference(auc, lambda s, y: roc_auc_score(y, s), inputs, atol=0.0, rtol=1e-12,
+                         name="DeLong AUC vs sklearn")
+    compare_to_reference(lambda s, y: delong_auc(s, y)[1], lambda s, y: delong_brute_force(s, y)[1], inputs,
+                         atol=0.0, rtol=1e-10, name="DeLong standard error")
 
 
 def test_tpr_at_fpr_interpolates_on_the_curve():
@@ -59,24 +72,37 @@ def test_tpr_at_fpr_interpolates_on_the_curve():
     assert tpr_at_fpr(fpr, tpr, 1.0) == pytest.approx(1.0)
 
 
+def summary_by_hand(scores, labels):
+    """AUC (sklearn), the advantage and TPR at 10% FPR recounted directly, DeLong's 95% interval
+    (brute force); the scores must be distinct."""
+    n_pos, n_neg = int(labels.sum()), int((1 - labels).sum())
+    # Advantage: best TPR - FPR over every threshold.
+    best = max(((scores >= t) & (labels == 1)).sum() / n_pos - ((scores >= t) & (labels == 0)).sum() / n_neg
+               for t in scores)
+    # TPR at 10% FPR: every member above the 51st-highest non-member score is caught with 50 false alarms.
+    t = np.sort(scores[labels == 0])[::-1][n_neg // 10]
+    auc = roc_auc_score(labels, scores)
+    _, se = delong_brute_force(scores, labels)
+    z = stats.norm.ppf(0.975)
+    return {"auc": auc, "advantage": best, "tpr_at_10pct": ((scores > t) & (labels == 1)).sum() / n_pos,
+            "auc_ci": (auc - z * se, auc + z * se)}
+
+
 def test_attack_result_against_sklearn_and_brute_force():
     rng = np.random.default_rng(1)
     labels = np.r_[np.ones(300), np.zeros(500)].astype(int)
     scores = rng.normal(size=800) + 1.2 * labels
+    inputs = {"300 vs 500, shift 1.2": (scores, labels)}
+
+    def summary(scores, labels):
+        result = AttackResult.from_scores("toy", scores, labels, delta=1e-5, seed=0)
+        return {"auc": result.auc, "advantage": result.advantage, "tpr_at_10pct": result.tpr_at["10pct"],
+                "auc_ci": result.auc_ci}
+
+    compare_to_reference(summary, summary_by_hand, inputs, atol=1e-12, rtol=1e-6, name="AttackResult summary")
+    compare_to_reference(lambda s, y: AttackResult.from_scores("toy", s, y, delta=1e-5).fpr,
+                         lambda s, y: roc_curve(y, s)[0], inputs, atol=0.0, rtol=1e-7, name="AttackResult ROC")
     result = AttackResult.from_scores("toy", scores, labels, delta=1e-5, seed=0)
-    assert result.auc == pytest.approx(roc_auc_score(labels, scores))
-    fpr, tpr, _ = roc_curve(labels, scores)
-    np.testing.assert_allclose(result.fpr, fpr)
-    # Advantage: best TPR - FPR over every threshold, recounted directly.
-    best = max(((scores >= t) & (labels == 1)).sum() / 300 - ((scores >= t) & (labels == 0)).sum() / 500 for t in scores)
-    assert result.advantage == pytest.approx(best)
-    # TPR at 10% FPR: every member above the 51st-highest non-member score is caught with 50 false alarms.
-    t = np.sort(scores[labels == 0])[::-1][50]
-    assert result.tpr_at["10pct"] == pytest.approx(((scores > t) & (labels == 1)).sum() / 300)
-    # 95% DeLong interval around the AUC.
-    _, se = delong_brute_force(scores, labels)
-    z = stats.norm.ppf(0.975)
-    assert result.auc_ci == pytest.approx((result.auc - z * se, result.auc + z * se))
     assert result.epsilon_lower_bound == max(b.value for b in result.epsilon.values())
     assert result.n_members == 300 and result.n_nonmembers == 500
 

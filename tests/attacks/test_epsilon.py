@@ -1,4 +1,5 @@
-"""Empirical epsilon bounds against closed forms and brute-force re-computations."""
+"""Empirical epsilon bounds against closed forms and independent re-computations (scipy's
+binomtest and binomial distribution, through the reference harness)."""
 
 import math
 
@@ -16,6 +17,7 @@ from dpaudit.attacks.epsilon import (
     one_run_p_value,
     split_threshold_epsilon,
 )
+from tests.reference import compare_to_reference
 
 
 def logit(q):
@@ -33,6 +35,24 @@ def test_clopper_pearson_upper_closed_forms():
         assert stats.binom.cdf(k, n, clopper_pearson_upper(k, n, alpha)) == pytest.approx(alpha, rel=1e-8)
 
 
+def binomtest_upper(k, n, alpha):
+    """scipy's exact one-sided (1 - alpha) interval [0, upper] of a binomial proportion."""
+    return stats.binomtest(k, n, alternative="less").proportion_ci(1 - alpha, method="exact").high
+
+
+def test_clopper_pearson_upper_equals_scipy_binomtest():
+    inputs = {f"k={k}, n={n}, alpha={alpha}": (k, n, alpha)
+              for k, n in [(0, 1), (1, 1), (0, 40), (3, 40), (39, 40), (40, 40), (12, 500), (250, 500), (7, 10_000)]
+              for alpha in (0.05, 0.025, 1e-3)}
+    compare_to_reference(clopper_pearson_upper, binomtest_upper, inputs, atol=0.0, rtol=1e-8)
+    # Elementwise on arrays, as split_threshold_epsilon uses it.
+    k, n = np.array([0, 3, 39, 40]), np.array([40, 40, 40, 40])
+    compare_to_reference(
+        clopper_pearson_upper, lambda k, n, a: [binomtest_upper(int(i), int(j), a) for i, j in zip(k, n)],
+        {"k = 0, 3, 39, 40 of 40": (k, n, 0.05)}, atol=0.0, rtol=1e-8, name="clopper_pearson_upper on arrays",
+    )
+
+
 def test_epsilon_from_rates_closed_form():
     assert epsilon_from_rates(0.01, 0.5, 0.0) == pytest.approx(math.log(50))
     assert epsilon_from_rates(0.5, 0.01, 0.0) == pytest.approx(math.log(50))
@@ -41,12 +61,20 @@ def test_epsilon_from_rates_closed_form():
     assert epsilon_from_rates(0.7, 0.6, 0.0) == 0.0  # worse than chance: clipped at 0
 
 
-def test_counts_epsilon_splits_alpha():
-    fp, n_neg, fn, n_pos, delta, alpha = 3, 200, 40, 200, 1e-5, 0.05
+def counts_epsilon_by_hand(fp, n_neg, fn, n_pos, delta, alpha):
+    """Both rates bounded at alpha / 2 each (Clopper-Pearson as a beta quantile), then the larger
+    of the two hypothesis-testing inequalities."""
     a = stats.beta.ppf(1 - alpha / 2, fp + 1, n_neg - fp)
     b = stats.beta.ppf(1 - alpha / 2, fn + 1, n_pos - fn)
-    expected = max(math.log((1 - delta - b) / a), math.log((1 - delta - a) / b))
-    assert counts_epsilon(fp, n_neg, fn, n_pos, delta, alpha) == pytest.approx(expected, rel=1e-10)
+    return max(math.log((1 - delta - b) / a), math.log((1 - delta - a) / b))
+
+
+def test_counts_epsilon_splits_alpha():
+    inputs = {"3 FP, 40 FN of 200 each": (3, 200, 40, 200, 1e-5, 0.05),
+              "40 FP, 3 FN of 200 each": (40, 200, 3, 200, 1e-5, 0.05),
+              "0 FP of 1000, 100 FN of 500": (0, 1000, 100, 500, 1e-5, 0.01),
+              "5 FP, 0 FN of 100 each, delta 0": (5, 100, 0, 100, 0.0, 0.05)}
+    compare_to_reference(counts_epsilon, counts_epsilon_by_hand, inputs, atol=0.0, rtol=1e-10)
 
 
 def test_split_threshold_epsilon_perfect_separation():
@@ -80,23 +108,37 @@ def test_split_threshold_epsilon_null_is_zero():
     assert split_threshold_epsilon(rng.normal(size=2000), labels, delta=1e-5, seed=0).value <= 0.1
 
 
-@pytest.mark.parametrize("r,v", [(100, 90), (50, 50), (1000, 620), (20, 12)])
-def test_one_run_pure_dp_equals_clopper_pearson_on_accuracy(r, v):
+def test_one_run_pure_dp_equals_clopper_pearson_on_accuracy():
     # With delta = 0: P[Bin(r, q) >= v] = beta  <=>  q = Beta(v, r - v + 1).ppf(beta), eps = logit(q).
     beta = 0.05
-    expected = max(0.0, logit(stats.beta.ppf(beta, v, r - v + 1)))
-    assert one_run_epsilon(2 * r, r, v, delta=0.0, beta=beta) == pytest.approx(expected, abs=1e-5)
+    compare_to_reference(
+        lambda r, v: one_run_epsilon(2 * r, r, v, delta=0.0, beta=beta),
+        lambda r, v: max(0.0, logit(stats.beta.ppf(beta, v, r - v + 1))),
+        {f"{v} of {r} guesses right": (r, v) for r, v in [(100, 90), (50, 50), (1000, 620), (20, 12)]},
+        atol=1e-5, rtol=0.0, name="one_run_epsilon at delta 0",
+    )
 
 
-def test_one_run_p_value_delta_term_brute_force():
-    m, r, v, eps, delta = 1000, 200, 150, 1.0, 1e-4
+def one_run_p_value_brute_force(m, r, v, eps, delta):
+    """Steinke et al.'s p-value with the worst i of the delta term searched directly over scipy's
+    binomial tail f(w) = P[Bin(r, q) >= w]."""
     q = 1 / (1 + math.exp(-eps))
 
     def f(w):
         return stats.binom.sf(w - 1, r, q)
 
     worst = max((f(v - i) - f(v)) / i for i in range(1, v + 1))
-    assert one_run_p_value(m, r, v, eps, delta) == pytest.approx(f(v) + 2 * m * delta * worst, rel=1e-9)
+    return min(1.0, f(v) + 2 * m * delta * worst)
+
+
+def test_one_run_p_value_delta_term_brute_force():
+    m, r, v, eps, delta = 1000, 200, 150, 1.0, 1e-4
+    inputs = {"150 of 200, eps 1, delta 1e-4": (m, r, v, eps, delta),
+              "150 of 200, eps 1, delta 0": (m, r, v, eps, 0.0),
+              "60 of 80, eps 0.5, delta 1e-5": (2000, 80, 60, 0.5, 1e-5),
+              "10 of 10, eps 3, delta 1e-6": (100, 10, 10, 3.0, 1e-6),
+              "capped at 1": (10_000, 50, 30, 0.2, 1e-2)}
+    compare_to_reference(one_run_p_value, one_run_p_value_brute_force, inputs, atol=0.0, rtol=1e-9)
     # A delta term can only weaken the bound.
     assert one_run_epsilon(m, r, v, delta=delta, beta=0.05) <= one_run_epsilon(m, r, v, delta=0.0, beta=0.05)
 

@@ -10,25 +10,24 @@ from sklearn.decomposition import PCA
 
 from dpaudit.attacks import membership
 from dpaudit.attacks.base import AttackResult, draw_targets
+from tests.reference import compare_to_reference
 
 
-def test_cdist_nearest_neighbors_matches_brute_force():
-    g = torch.Generator().manual_seed(0)
-    queries, refs = torch.rand(300, 20, generator=g), torch.rand(700, 20, generator=g)
-    sq, idx = membership.cdist_nearest_neighbors(queries, refs, block_size=64)
-    full = ((queries[:, None, :].double() - refs[None].double()) ** 2).sum(-1)
-    assert torch.equal(idx[:, 0], full.argmin(1))
-    torch.testing.assert_close(sq[:, 0].double(), full.min(1).values, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(membership.nearest_distance(queries, refs), full.min(1).values.sqrt().numpy(), rtol=1e-5)
+def cdist_nearest(targets, rows):
+    """Distance of each target to its nearest row: torch.cdist in float64 over every pair."""
+    return torch.cdist(targets.double(), rows.double()).min(1).values.numpy()
 
 
-def test_calibrated_distance_is_difference_of_distances():
+def test_distance_scores_are_distances_to_the_nearest_row():
     g = torch.Generator().manual_seed(1)
-    t, s, r = torch.rand(50, 5, generator=g), torch.rand(80, 5, generator=g), torch.rand(60, 5, generator=g)
-    d_s = torch.cdist(t.double(), s.double()).min(1).values.numpy()
-    d_r = torch.cdist(t.double(), r.double()).min(1).values.numpy()
-    np.testing.assert_allclose(membership.distance_scores(t, s), -d_s, rtol=1e-5)
-    np.testing.assert_allclose(membership.calibrated_distance_scores(t, s, r), d_r - d_s, rtol=1e-4, atol=1e-6)
+    inputs = {"50 targets, 80 synthetic, 60 reference rows of 5": (
+        torch.rand(50, 5, generator=g), torch.rand(80, 5, generator=g), torch.rand(60, 5, generator=g))}
+    compare_to_reference(lambda t, s, r: membership.distance_scores(t, s), lambda t, s, r: -cdist_nearest(t, s),
+                         inputs, atol=0.0, rtol=1e-5, name="distance_scores")
+    # The calibrated distance is the difference of the two distances.
+    compare_to_reference(membership.calibrated_distance_scores,
+                         lambda t, s, r: cdist_nearest(t, r) - cdist_nearest(t, s),
+                         inputs, atol=1e-6, rtol=1e-4, name="calibrated_distance_scores")
 
 
 def overfit_toy(n=50, d=3, seed=0):
@@ -41,13 +40,12 @@ def overfit_toy(n=50, d=3, seed=0):
     return torch.cat([members, nonmembers]), synthetic, reference, labels
 
 
-def test_domias_equals_brute_force_kde_ratio():
-    targets, synthetic, reference, labels = overfit_toy(n=30, d=3)
-    scores = membership.domias_scores(targets, synthetic, reference, n_components=3, seed=0)
+def brute_force_domias(targets, synthetic, reference):
+    """log p_synthetic - log p_reference: Gaussian KDEs with Scott's factor n^(-1/(d+4)) in the
+    whitened 3-component PCA space of synthetic + reference, by brute force over every pair."""
     pca = PCA(3, whiten=True, random_state=0).fit(np.r_[synthetic.double().numpy(), reference.double().numpy()])
 
     def log_kde(data, x):
-        # Gaussian KDE with Scott's factor n^(-1/(d+4)) in the whitened space, by brute force.
         data, x = pca.transform(data.double().numpy()), pca.transform(x.double().numpy())
         n, d = data.shape
         h = n ** (-1 / (d + 4))
@@ -55,7 +53,15 @@ def test_domias_equals_brute_force_kde_ratio():
         m = (-sq / (2 * h * h)).max(1, keepdims=True)
         return (m[:, 0] + np.log(np.exp(-sq / (2 * h * h) - m).mean(1))) - d / 2 * math.log(2 * math.pi * h * h)
 
-    np.testing.assert_allclose(scores, log_kde(synthetic, targets) - log_kde(reference, targets), rtol=1e-6, atol=1e-6)
+    return log_kde(synthetic, targets) - log_kde(reference, targets)
+
+
+def test_domias_equals_brute_force_kde_ratio():
+    targets, synthetic, reference, labels = overfit_toy(n=30, d=3)
+    [(scores, _)] = compare_to_reference(
+        lambda t, s, r: membership.domias_scores(t, s, r, n_components=3, seed=0), brute_force_domias,
+        {"overfit toy, 30 a side, d=3": (targets, synthetic, reference)}, atol=1e-6, rtol=1e-6, name="domias_scores",
+    )
     assert AttackResult.from_scores("domias", scores, labels, delta=1e-5).auc >= 0.85
 
 

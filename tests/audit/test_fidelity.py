@@ -1,6 +1,8 @@
-"""Fidelity metrics against independent references: scipy's sqrtm for FID, a brute-force
-unbiased MMD^2 for KID, a brute-force (scipy cdist) precision / recall / density / coverage."""
+"""Fidelity metrics against independent references (through the reference harness): scipy's
+sqrtm for FID, a brute-force unbiased MMD^2 for KID, a brute-force (scipy cdist) precision /
+recall / density / coverage; and the check on digits."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,17 +14,23 @@ from scipy.spatial.distance import cdist
 from dpaudit.audit import fidelity
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import load_extractor
+from dpaudit.audit.fidelity import FidelityConfig
+from dpaudit.audit.profiles import QUICK
+from tests.reference import compare_to_reference
 
 
-def scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
+def scipy_fid(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """The Frechet distance in float64 with scipy's matrix square root."""
+    a, b = real.double().numpy(), fake.double().numpy()
     mu_a, mu_b = a.mean(0), b.mean(0)
     s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     covmean = scipy.linalg.sqrtm(s_a @ s_b).real
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * covmean))
 
 
-def brute_mmd2(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, summed pair by pair."""
+def brute_mmd2(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, summed pair by pair (float64)."""
+    x, y = real.double().numpy(), fake.double().numpy()
     d, m, n = x.shape[1], len(x), len(y)
     k = lambda a, b: (float(a @ b) / d + 1.0) ** 3  # noqa: E731
     xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
@@ -31,8 +39,9 @@ def brute_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     return xx + yy - 2 * xy
 
 
-def brute_prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict:
-    """Naeem et al. 2020, written as in the authors' `prdc` package (full distance matrices)."""
+def brute_prdc(real: torch.Tensor, fake: torch.Tensor, k: int) -> dict:
+    """Naeem et al. 2020, written as in the authors' `prdc` package (full distance matrices, float64)."""
+    real, fake = real.double().numpy(), fake.double().numpy()
     real_radius = np.sort(cdist(real, real), axis=1)[:, k]
     fake_radius = np.sort(cdist(fake, fake), axis=1)[:, k]
     d = cdist(real, fake)  # real x fake
@@ -57,17 +66,16 @@ def digit_features(digits):
 
 
 def test_fid_equals_scipy_sqrtm_on_random_features():
-    real, fake = random_features(400, 16, 0), random_features(300, 16, 1, shift=0.3)
-    expected = scipy_fid(real.double().numpy(), fake.double().numpy())
-    assert expected > 1
-    assert fidelity.fid(real, fake) == pytest.approx(expected, rel=1e-4)
+    inputs = {"400 vs 300 x 16, shifted 0.3": (random_features(400, 16, 0), random_features(300, 16, 1, shift=0.3)),
+              "50 vs 80 x 4, shifted 1": (random_features(50, 4, 6), random_features(80, 4, 7, shift=1.0))}
+    results = compare_to_reference(fidelity.fid, scipy_fid, inputs, atol=0.0, rtol=1e-4)
+    assert all(expected > 1 for _, expected in results)
 
 
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # dead ReLU units: singular covariances
 def test_fid_equals_scipy_sqrtm_on_lenet_digit_features(digit_features):
-    members, holdout = digit_features
-    expected = scipy_fid(members.double().numpy(), holdout.double().numpy())
-    assert fidelity.fid(members, holdout) == pytest.approx(expected, rel=1e-4)
+    compare_to_reference(fidelity.fid, scipy_fid, {"LeNet features, members vs holdout": digit_features},
+                         atol=0.0, rtol=1e-4)
 
 
 def test_fid_of_a_set_with_itself_is_zero(digit_features):
@@ -76,12 +84,14 @@ def test_fid_of_a_set_with_itself_is_zero(digit_features):
 
 
 def test_kid_equals_brute_force_unbiased_mmd():
-    real, fake = random_features(40, 6, 2), random_features(40, 6, 3, shift=0.5)
-    expected = brute_mmd2(real.double().numpy(), fake.double().numpy())
+    inputs = {"40 vs 40 x 6, shifted 0.5": (random_features(40, 6, 2), random_features(40, 6, 3, shift=0.5)),
+              "25 vs 25 x 10, unshifted": (random_features(25, 10, 8), random_features(25, 10, 9))}
     # Subsets as large as the sets hold every sample (in another order): each equals the full MMD^2.
-    mean, std = fidelity.kid(real, fake, subsets=3, subset_size=100, seed=0)
-    assert mean == pytest.approx(expected, rel=1e-9)
-    assert std < 1e-9 * abs(expected)
+    kid = lambda real, fake: fidelity.kid(real, fake, subsets=3, subset_size=100, seed=0)  # noqa: E731
+    results = compare_to_reference(lambda real, fake: kid(real, fake)[0], brute_mmd2, inputs, atol=0.0, rtol=1e-9,
+                                   name="KID mean")
+    for (real, fake), (_, expected) in zip(inputs.values(), results):
+        assert kid(real, fake)[1] < 1e-9 * abs(expected)
 
 
 def test_kid_is_seeded():
@@ -90,14 +100,27 @@ def test_kid_is_seeded():
     assert fidelity.kid(real, fake, 10, 50, seed=1) != fidelity.kid(real, fake, 10, 50, seed=2)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_prdc_equals_brute_force(seed):
-    real = random_features(120, 5, 10 + seed)
-    fake = random_features(90, 5, 20 + seed, shift=0.4 * seed)
-    got = fidelity.prdc(real, fake, k=5)
-    expected = brute_prdc(real.double().numpy(), fake.double().numpy(), k=5)
-    for metric, value in expected.items():
-        assert got[metric] == pytest.approx(value, abs=1e-12), metric
+def test_prdc_equals_brute_force():
+    inputs = {
+        f"120 vs 90 x 5, shifted {0.4 * seed:g}, k=5":
+            (random_features(120, 5, 10 + seed), random_features(90, 5, 20 + seed, shift=0.4 * seed), 5)
+        for seed in (0, 1, 2)
+    }
+    for k in (1, 3):
+        inputs[f"60 vs 70 x 3, k={k}"] = (random_features(60, 3, 50), random_features(70, 3, 51, shift=0.2), k)
+    compare_to_reference(lambda real, fake, k: fidelity.prdc(real, fake, k=k), brute_prdc, inputs, atol=1e-12, rtol=0.0,
+                         name="prdc")
+
+
+def test_compare_computes_what_the_sizes_allow():
+    config = FidelityConfig(kid_subsets=4, kid_subset_size=30, k=5)
+    real, fake = random_features(60, 4, 60), random_features(40, 4, 61, shift=0.3)
+    values, kid_std = fidelity.compare(real, fake, config, seed=3)
+    kid_mean, want_std = fidelity.kid(real, fake, 4, 30, seed=3)
+    assert values == {"fid": fidelity.fid(real, fake), "kid": kid_mean, **fidelity.prdc(real, fake, 5)}
+    assert kid_std == want_std
+    assert set(fidelity.compare(real, fake[:5], config, 0)[0]) == {"fid", "kid"}  # PRDC needs more than k
+    assert fidelity.compare(real, fake[:1], config, 0) == ({}, None)
 
 
 def test_prdc_blocked_pass_equals_one_block(monkeypatch):
@@ -174,8 +197,8 @@ def test_unlabelled_synthetic_has_no_per_class(digits):
     assert "per_class" not in result.details and "fid" in result.metrics
 
 
-def test_profile_limits_the_sample_sizes(digits, monkeypatch):
-    monkeypatch.setitem(fidelity.PROFILES, "quick", {**fidelity.PROFILES["quick"], "max_samples": 100})
-    result = fidelity.run(context(digits, digits.holdout))
+def test_profile_limits_the_sample_sizes(digits):
+    profile = dataclasses.replace(QUICK, fidelity=dataclasses.replace(QUICK.fidelity, max_samples=100))
+    result = fidelity.run(context(digits, digits.holdout, profile))
     assert result.metrics["fid"].n == {"synthetic": 100, "members": 100}
     assert result.details["n_baseline"] == 100
