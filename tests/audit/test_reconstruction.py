@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from dpaudit.attacks import RECONSTRUCTION_ATTACKS
@@ -21,7 +20,7 @@ from dpaudit.audit.context import AuditContext
 from dpaudit.audit.pipeline import CHECKS
 from dpaudit.audit.profiles import QUICK
 from dpaudit.errors import DpauditError
-from dpaudit.images import ImageSet, to_uint8
+from dpaudit.images import ImageSet
 from dpaudit.metric import Metric
 
 # Quick-profile budgets cut down for tests (the TSTR/TRTR classifiers train 100 steps).

@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dpaudit.errors import DpauditError
 from dpaudit.generators.dp_training import DPSGD, calibrate_noise, sample_rate_for, steps_for
 from dpaudit.privacy import PrivacyBudget
 from tests.generators.opacus_reference import opacus_epsilon
