@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dpaudit import cache
-from dpaudit.audit import utility
+from dpaudit.audit import classifiers
+from dpaudit.audit.profiles import QUICK
 from dpaudit.cache import cache_dir, entry_path, load_entry, save_entry
 from dpaudit.datasets import load_split
 
@@ -121,12 +122,12 @@ def test_the_shipped_ceiling_of_digits_matches_what_the_quick_profile_would_trai
     if not any(e["torch"] == torch.__version__ and e["dataset"] == "digits" for e in index.values()):
         pytest.skip(f"no shipped entry for torch {torch.__version__}")
     reference = load_split("digits")
-    settings, device = utility.PROFILES["quick"], torch.device("cpu")
+    config, device = QUICK.classifiers, torch.device("cpu")
     monkeypatch.setenv("DPAUDIT_CACHE", str(tmp_path))
-    shipped = utility.cached_trtr(reference.members, settings, 0, device)
+    shipped = classifiers.cached_trtr(reference.members, config, 0, device)
     assert shipped.from_cache
     monkeypatch.setattr(cache, "SHIPPED_DIR", tmp_path / "none")
-    trained = utility.cached_trtr(reference.members, settings, 0, device)
+    trained = classifiers.cached_trtr(reference.members, config, 0, device)
     assert not trained.from_cache
     # equal on the machine that wrote it; other CPUs may round differently
     assert trained.val_accuracy == pytest.approx(shipped.val_accuracy, abs=0.03)
