@@ -19,9 +19,10 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from dpaudit.files import write_atomic
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights" / "cache"
 SHIPPED_INDEX = SHIPPED_DIR / "index.json"
@@ -39,20 +40,6 @@ def entry_path(kind: str, prefix: str, depends_on: dict) -> Path:
     """`<cache_dir>/<kind>/<prefix>-<hash>.pt`, the hash over the JSON of `depends_on`."""
     key = hashlib.sha256(json.dumps(depends_on, sort_keys=True).encode()).hexdigest()
     return cache_dir() / kind / f"{prefix}-{key[:32]}.pt"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it: a concurrent reader
-    never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, an interrupt: leave no temporary file behind
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_entry(path: Path, entry: Any) -> bytes:

@@ -8,9 +8,16 @@ from pathlib import Path
 import click
 
 from dpaudit import __version__
-from dpaudit.errors import DpauditError
+from dpaudit.errors import DpauditError, one_line
 from dpaudit.memory import keep_freed_memory
 from dpaudit.privacy import DEFAULT_DELTA
+
+
+# Seeds, checked where they enter: the audit passes seed + small offsets to numpy, torch and
+# scikit-learn (whose random_state must stay below 2**32); the generators derive per-step seeds
+# as seed * 1,000,003 + step within torch's 64 bits (the secret seed of `generate` has 40 bits).
+SEED = click.IntRange(0, 2**31 - 1)
+GENERATOR_SEED = click.IntRange(0, 2**40 - 1)
 
 
 class UserError(click.ClickException):
@@ -20,13 +27,17 @@ class UserError(click.ClickException):
 
 
 class _Group(click.Group):
-    """A click group that turns DpauditError into one line and exit code 2, never a traceback."""
+    """A click group that turns DpauditError into one line and exit code 2, never a traceback;
+    no message (click's own included) can carry a control character from a file name."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except DpauditError as e:
-            raise UserError(str(e)) from None
+            raise UserError(one_line(str(e))) from None
+        except click.ClickException as e:
+            e.message = one_line(e.message)
+            raise
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,7 +75,7 @@ def datasets(data_root):
 @click.option("--split", "role", type=click.Choice(["members", "holdout", "test"]), required=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write.")
 @click.option("--format", "fmt", type=click.Choice(["png", "npz"]), default="png", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the member/holdout split.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the member/holdout split.")
 @data_root_option
 @download_option
 def export(dataset, role, out, fmt, seed, data_root, download):
@@ -116,7 +127,7 @@ def reference_options(command):
         click.option("--members", type=click.Path(exists=True), help="Your own member images (what the generator trained on)."),
         click.option("--holdout", type=click.Path(exists=True), help="Your own holdout images (never seen by the generator)."),
         click.option("--test", type=click.Path(exists=True), help="Your own test images (for utility only)."),
-        click.option("--split-seed", type=int, help="Seed of the built-in split (default: the manifest's split, else 0)."),
+        click.option("--split-seed", type=SEED, help="Seed of the built-in split (default: the manifest's split, else 0)."),
         data_root_option,
         download_option,
     ]
@@ -146,7 +157,7 @@ def audit_options(command):
         click.option("--profile", type=ProfileName(), default="quick", show_default=True,
                      help="Budgets: quick (CI-sized), standard, paper (published protocols)."),
         click.option("--checks", help="Comma-separated checks to run (default: all)."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice of the audit."),
+        click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of every random choice of the audit."),
         click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True),
         click.option("--features", "features", help="Feature extractor: default LeNet, or inception:PATH_TO_WEIGHTS."),
     ]
@@ -155,15 +166,22 @@ def audit_options(command):
     return command
 
 
-def run_audit(synthetic_path, reference_args, profile, checks, seed, device, features):
-    """Read a synthetic set and its manifest, load the reference, and evaluate."""
-    from dpaudit.audit.pipeline import evaluate
+def read_audit_inputs(synthetic_path, reference_args):
+    """A synthetic set, its manifest and the reference it is audited against, read and checked."""
     from dpaudit.images import load_images
     from dpaudit.manifest import read_manifest
 
     manifest = read_manifest(synthetic_path)
     reference = load_reference(**reference_args, manifest=manifest)
     synthetic = load_images(synthetic_path, name=Path(synthetic_path).name, num_classes=reference.members.num_classes)
+    return synthetic, manifest, reference
+
+
+def run_audit(inputs, profile, checks, seed, device, features):
+    """Evaluate the inputs of `read_audit_inputs`."""
+    from dpaudit.audit.pipeline import evaluate
+
+    synthetic, manifest, reference = inputs
     check_list = [c.strip() for c in checks.split(",") if c.strip()] if checks else None
     return evaluate(
         synthetic, reference, profile=profile, checks=check_list, seed=seed, device=device,
@@ -181,15 +199,15 @@ def run_audit(synthetic_path, reference_args, profile, checks, seed, device, fea
 def evaluate(synthetic, dataset, members, holdout, test, split_seed, data_root, download,
              profile, checks, seed, device, features, out, no_report):
     """Score a synthetic set for fidelity, utility and leakage against the real data."""
+    from dpaudit.files import check_writable_folder
+    from dpaudit.reports.folder import write_audit
+
     reference_args = dict(dataset=dataset, members=members, holdout=holdout, test=test,
                           split_seed=split_seed, data_root=data_root, download=download)
-    result = run_audit(synthetic, reference_args, profile, checks, seed, device, features)
-    out = Path(out)
-    click.echo(f"wrote {result.save(out / 'result.json')}")
-    if not no_report:
-        from dpaudit.reports.html import write_report
-
-        click.echo(f"wrote {write_report(result, out / 'report.html')}")
+    check_writable_folder(out)  # before the audit, not after it
+    result = run_audit(read_audit_inputs(synthetic, reference_args), profile, checks, seed, device, features)
+    for path in write_audit(result, out, report=not no_report):
+        click.echo(f"wrote {path}")
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
 
@@ -225,9 +243,11 @@ def gate(ctx, result_json, policy, junit):
 
     result = load_result(result_json)
     verdict = apply_policy(result, load_policy(policy))
+    # JUnit first: a file that cannot be written is an error (2), never a verdict printed as PASS.
+    written = write_junit(verdict, junit, result_name=str(result_json)) if junit else None
     click.echo(format_table(verdict))
-    if junit:
-        click.echo(f"wrote {write_junit(verdict, junit, result_name=str(result_json))}")
+    if written:
+        click.echo(f"wrote {written}")
     ctx.exit(verdict.exit_code)
 
 
@@ -249,14 +269,20 @@ def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed
 
     if not synthetic_sets and (dataset or members or holdout or test):
         raise DpauditError("--dataset, --members, --holdout and --test name the reference of --synthetic sets; give --synthetic DIR too.")
+    from dpaudit.files import check_writable_folder
+
+    if len(results) + len(synthetic_sets) < 2:
+        raise DpauditError("compare needs at least two results (RESULT.json files and/or --synthetic DIR).")
+    check_writable_folder(Path(out).parent)
     loaded = [load_result(path) for path in results]
     sources = [str(path) for path in results]
-    if synthetic_sets:
-        reference_args = dict(dataset=dataset, members=members, holdout=holdout, test=test,
-                              split_seed=split_seed, data_root=data_root, download=download)
-        for path in synthetic_sets:
-            loaded.append(run_audit(path, reference_args, profile, checks, seed, device, features))
-            sources.append(str(path))
+    reference_args = dict(dataset=dataset, members=members, holdout=holdout, test=test,
+                          split_seed=split_seed, data_root=data_root, download=download)
+    # Every set is read and checked before the first audit starts.
+    inputs = [read_audit_inputs(path, reference_args) for path in synthetic_sets]
+    for path, audit_inputs in zip(synthetic_sets, inputs):
+        loaded.append(run_audit(audit_inputs, profile, checks, seed, device, features))
+        sources.append(str(path))
     if len(loaded) < 2:
         raise DpauditError("compare needs at least two results (RESULT.json files and/or --synthetic DIR).")
     click.echo(f"wrote {write_comparison(loaded, out, sources=sources)}")
@@ -266,7 +292,7 @@ def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed
 @click.argument("method")
 @click.option("--dataset", help="Built-in dataset whose members to train on (see `dpaudit datasets`).")
 @click.option("--members", type=click.Path(exists=True), help="Your own labelled member images to train on.")
-@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of the built-in member split.")
+@click.option("--split-seed", type=SEED, default=0, show_default=True, help="Seed of the built-in member split.")
 @click.option("--epsilon", type=float, required=True, help="Privacy budget epsilon (inf: no privacy).")
 @click.option("--delta", type=float, default=DEFAULT_DELTA, show_default=True, help="Privacy budget delta.")
 @click.option("--num", type=int, required=True, help="Number of images to generate.")
@@ -275,7 +301,7 @@ def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed
 @click.option("--labels", type=click.Choice(["balanced", "proportional"]), default="balanced", show_default=True,
               help="Class labels of the samples: balanced, or proportional to the DP-released class counts.")
 @click.option("--format", "fmt", type=click.Choice(["png", "npz"]), default="png", show_default=True)
-@click.option("--seed", type=int, help="Seed of the generator's randomness, DP noise included (default: a secret "
+@click.option("--seed", type=GENERATOR_SEED, help="Seed of the generator's randomness, DP noise included (default: a secret "
               "random seed; a private run's manifest never records it).")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Where to keep checkpoints (default: OUT/.checkpoint).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
@@ -303,9 +329,15 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
     else:
         train_set, split = load_images(members, name="members"), None
     checkpoint_dir = Path(checkpoint_dir or out / ".checkpoint")
+    out_existed = out.exists()
     seed = seed if seed is not None else secret_seed(checkpoint_dir)
-    generator = fit_with_checkpoints(cls, train_set, budget, seed, overrides=overrides, checkpoint_dir=checkpoint_dir,
-                                     device=device, progress=True)
+    try:
+        generator = fit_with_checkpoints(cls, train_set, budget, seed, overrides=overrides,
+                                         checkpoint_dir=checkpoint_dir, device=device, progress=True)
+    except DpauditError:
+        if not out_existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a refused run leaves no folder behind
+        raise
     written = write_samples(generator, train_set, budget, out, num=num, labels=labels, seed=seed, fmt=fmt,
                             dataset=dataset or str(members), split=split)
     click.echo(f"wrote {num} {method} images to {written}; "
@@ -318,7 +350,7 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
 @click.option("--method", default="dp-merf", show_default=True, help="The generator to train (see `dpaudit generate`).")
 @click.option("--epsilon", type=float, default=10.0, show_default=True)
 @click.option("--delta", type=float, default=DEFAULT_DELTA, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def demo(out, method, epsilon, delta, seed):
     """The whole job on the embedded digits set: train a DP generator on the digits members,
     audit its samples against digits (quick profile), and write the HTML report."""
@@ -328,7 +360,8 @@ def demo(out, method, epsilon, delta, seed):
     from dpaudit.images import ensure_empty_folder, load_images
     from dpaudit.manifest import read_manifest
     from dpaudit.privacy import PrivacyBudget
-    from dpaudit.reports.html import headline_paths, write_report
+    from dpaudit.reports.folder import write_audit
+    from dpaudit.reports.html import headline_paths
 
     out = Path(out)
     ensure_empty_folder(out)
@@ -342,8 +375,8 @@ def demo(out, method, epsilon, delta, seed):
     click.echo(f"2/3 auditing {len(reference.members)} samples in {synthetic_dir}")
     synthetic = load_images(synthetic_dir, name=f"{method}-digits", num_classes=reference.members.num_classes)
     result = evaluate(synthetic, reference, profile="quick", seed=seed, manifest=read_manifest(synthetic_dir))
-    result.save(out / "result.json")
-    click.echo(f"3/3 wrote {write_report(result, out / 'report.html')}")
+    _, report = write_audit(result, out)
+    click.echo(f"3/3 wrote {report}")
     for path in headline_paths([result]):
         click.echo(f"  {path:<40} {result.get(path):.4g}")
 

@@ -6,3 +6,9 @@ class DpauditError(Exception):
 
     The CLI prints it on one line and exits with code 2; it never shows a traceback.
     """
+
+
+def one_line(message: str) -> str:
+    """`message` with every character that is not printable (a newline or carriage return in a
+    file name, a terminal escape) written as its escape, so that it cannot forge another line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)

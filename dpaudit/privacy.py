@@ -7,6 +7,7 @@ really took; the attacks' empirical lower bounds are held against these claims.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from dpaudit.errors import DpauditError
@@ -58,17 +59,32 @@ def composed_epsilon(history: list[tuple[float, float, int]], delta: float, acco
     return float(acc.get_epsilon(delta=delta))
 
 
+@contextmanager
+def calibrating(budget: PrivacyBudget, accountant: str):
+    """Around a search for the noise that meets `budget`: opacus' accountants raise ValueError
+    ("The privacy budget is too low", a negative subtraction) when the budget lies beyond the
+    orders they evaluate; say so in one sentence instead."""
+    try:
+        yield
+    except ValueError as e:
+        raise DpauditError(
+            f"--epsilon {budget.epsilon:g} at delta {budget.delta:g} is too small for opacus' {accountant} "
+            f"accountant to calibrate ({e}); ask for a larger epsilon."
+        ) from None
+
+
 def dpsgd_noise(budget: PrivacyBudget, sample_rate: float, steps: int, accountant: str = "rdp") -> float:
     """The smallest noise multiplier that meets `budget` for `steps` steps (opacus' search)."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    return float(
-        get_noise_multiplier(
-            target_epsilon=budget.epsilon,
-            target_delta=budget.delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant=accountant,
-            epsilon_tolerance=min(0.005, 0.005 * budget.epsilon),  # within 0.5% even for small epsilon
+    with calibrating(budget, accountant):
+        return float(
+            get_noise_multiplier(
+                target_epsilon=budget.epsilon,
+                target_delta=budget.delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=accountant,
+                epsilon_tolerance=min(0.005, 0.005 * budget.epsilon),  # within 0.5% even for small epsilon
+            )
         )
-    )

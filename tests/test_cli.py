@@ -128,3 +128,54 @@ def test_the_public_api_is_exported_lazily():
     assert {"evaluate", "AuditResult", "load_result", "apply_policy", "load_images", "GENERATORS"} <= set(dir(dpaudit))
     with pytest.raises(AttributeError):
         dpaudit.no_such_name
+
+
+@pytest.mark.parametrize("args, option", [
+    (["evaluate", "--synthetic", ".", "--dataset", "digits", "--seed", "-1"], "--seed"),
+    (["evaluate", "--synthetic", ".", "--dataset", "digits", "--seed", str(2**32)], "--seed"),
+    (["evaluate", "--synthetic", ".", "--dataset", "digits", "--split-seed", "-1"], "--split-seed"),
+    (["export", "digits", "--split", "members", "--out", "x", "--seed", str(2**64 + 1)], "--seed"),
+    (["generate", "dp-merf", "--dataset", "digits", "--epsilon", "1", "--num", "2", "--out", "x", "--seed", str(2**70)], "--seed"),
+    (["generate", "dp-merf", "--dataset", "digits", "--epsilon", "1", "--num", "2", "--out", "x", "--split-seed", "-3"], "--split-seed"),
+    (["demo", "--seed", "-1"], "--seed"),
+])
+def test_seeds_out_of_range_are_refused_before_any_work(args, option, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output and "range" in result.output
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_budget_too_small_to_calibrate_is_one_sentence_and_leaves_nothing(tmp_path):
+    out = tmp_path / "syn"
+    result = run("generate", "dp-merf", "--dataset", "digits", "--epsilon", "1e-9", "--num", "2", "--out", str(out))
+    assert result.exit_code == 2 and "--epsilon 1e-09 at delta 1e-05 is too small" in result.output
+    assert result.output.count("\n") <= 1 + result.output.count("Warning") and not out.exists()
+
+
+def test_an_unwritable_output_folder_is_refused_before_the_audit(tmp_path, monkeypatch):
+    from dpaudit.audit import pipeline
+
+    monkeypatch.setattr(pipeline, "evaluate", lambda *a, **k: pytest.fail("the audit ran"))
+    (tmp_path / "file").write_text("x")
+    result = run("evaluate", "--synthetic", str(tmp_path), "--dataset", "digits", "--out", str(tmp_path / "file" / "out"))
+    assert result.exit_code == 2 and "not writable" in result.output
+
+
+def test_compare_reads_every_set_before_the_first_audit(tmp_path, monkeypatch, digits):
+    from dpaudit.audit import pipeline
+    from dpaudit.images import save_images
+
+    monkeypatch.setattr(pipeline, "evaluate", lambda *a, **k: pytest.fail("an audit ran before B was read"))
+    save_images(digits.test.subset(range(20)), tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.png").write_bytes(b"not a png")
+    result = run("compare", "--synthetic", str(tmp_path / "a"), "--synthetic", str(tmp_path / "b"), "--dataset", "digits",
+                 "--out", str(tmp_path / "c.html"))
+    assert result.exit_code == 2 and "x.png" in result.output
+
+
+def test_a_file_name_cannot_forge_a_second_error_line(tmp_path):
+    result = run("gate", str(tmp_path / "a\nError: all rules pass.json"), "--policy", str(tmp_path / "p.toml"))
+    assert result.exit_code == 2 and result.output.count("Error:") == 2 and "\\nError: all rules pass" in result.output
+    assert len(result.output.strip().splitlines()) == 1

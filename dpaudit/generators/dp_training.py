@@ -28,7 +28,7 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 from tqdm.auto import tqdm
 
-from dpaudit.privacy import PrivacyBudget, composed_epsilon
+from dpaudit.privacy import PrivacyBudget, calibrating, composed_epsilon
 
 
 def calibrate_noise(
@@ -44,7 +44,8 @@ def calibrate_noise(
         return [0.0] * len(stages)
 
     def eps(c: float) -> float:
-        return composed_epsilon([(c * w, q, t) for q, t, w in stages], budget.delta, accountant)
+        with calibrating(budget, accountant):
+            return composed_epsilon([(c * w, q, t) for q, t, w in stages], budget.delta, accountant)
 
     lo, hi = 1.0, 1.0
     eps_hi = eps(hi)

@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 from typing import Sequence
 
+from dpaudit.errors import DpauditError
 from dpaudit.generators.base import Checkpointer, Generator
 from dpaudit.images import ImageSet, save_images
 from dpaudit.manifest import Manifest
@@ -48,12 +49,24 @@ def fit_with_checkpoints(
     interruption, it resumes. Once fitted, the secret-seed file and the checkpoint folder, if
     that is left empty, are removed."""
     checkpoint_dir = Path(checkpoint_dir)
-    generator = cls.from_options(overrides, device=device, checkpoint=Checkpointer(checkpoint_dir), progress=progress)
-    generator.fit(members, budget, seed)
+    try:
+        generator = cls.from_options(overrides, device=device, checkpoint=Checkpointer(checkpoint_dir), progress=progress)
+        generator.fit(members, budget, seed)
+    except DpauditError:
+        # A refused run (a bad option, a budget too small to calibrate) saved no training state:
+        # leave nothing behind. An interrupted one keeps its seed and state to resume.
+        if not (checkpoint_dir / Checkpointer.FILE).exists():
+            _finish(checkpoint_dir)
+        raise
+    _finish(checkpoint_dir)
+    return generator
+
+
+def _finish(checkpoint_dir: Path) -> None:
+    """Remove the secret-seed file, and the checkpoint folder where that leaves it empty."""
     (checkpoint_dir / SECRET_SEED_FILE).unlink(missing_ok=True)
     if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
         checkpoint_dir.rmdir()
-    return generator
 
 
 def write_samples(

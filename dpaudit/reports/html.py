@@ -24,6 +24,7 @@ from scipy.stats import rankdata
 from dpaudit.audit.gate import Verdict
 from dpaudit.audit.result import AuditResult, CheckResult, Metric
 from dpaudit.errors import DpauditError
+from dpaudit.files import staged
 from dpaudit.reports import plots
 
 DIRECTION_TEXT = {
@@ -266,11 +267,12 @@ def render_report(result: AuditResult, verdict: Verdict | None = None) -> str:
 
 
 def write_report(result: AuditResult, path: str | Path, *, verdict: Verdict | None = None) -> Path:
-    """Write the self-contained HTML report of one audit; with `verdict`, a gate banner on top."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(result, verdict), encoding="utf-8")
-    return path
+    """Write the self-contained HTML report of one audit (atomically); with `verdict`, a gate
+    banner on top."""
+    html = render_report(result, verdict)
+    with staged(path) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return Path(path)
 
 
 # ---- comparison of several generators ----
@@ -396,7 +398,6 @@ def write_comparison(results: Sequence[AuditResult], path: str | Path, *, source
     privacy-utility scatter, sample grids side by side and every metric. `sources` name the
     results (e.g. their files) in messages; results that are not comparable raise DpauditError."""
     html = render_comparison(results, sources)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
-    return path
+    with staged(path) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return Path(path)
