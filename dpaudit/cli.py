@@ -102,9 +102,10 @@ def export(dataset, role, out, fmt, seed, data_root, download):
     click.echo(f"wrote {len(images)} {dataset} {role} images to {written} (split {reference.split_id})")
 
 
-def load_reference(dataset, members, holdout, test, split_seed, manifest, data_root, download):
+def load_reference(dataset, members, holdout, test, split_seed, manifest, data_root, download, manifest_of=None):
     """The reference of `evaluate`/`compare`: a built-in dataset's split (by default the one the
-    manifest names, else seed 0) or the user's own members/holdout/test."""
+    manifest names, else seed 0) or the user's own members/holdout/test. `manifest_of` names the
+    synthetic set whose manifest it is, for messages."""
     from dpaudit.datasets import load_split, load_split_by_id, reference_from_folders
 
     own = (members, holdout, test)
@@ -116,7 +117,10 @@ def load_reference(dataset, members, holdout, test, split_seed, manifest, data_r
         return reference_from_folders(members, holdout, test)
     claimed = manifest.split_id if manifest else None
     if split_seed is None and claimed and claimed.split(":")[0] == dataset:
-        return load_split_by_id(claimed, data_root, download)
+        try:
+            return load_split_by_id(claimed, data_root, download)
+        except DpauditError as e:
+            raise DpauditError(f"the manifest.json of {manifest_of}: {e}") from None
     return load_split(dataset, split_seed or 0, data_root=data_root, download=download)
 
 
@@ -172,7 +176,7 @@ def read_audit_inputs(synthetic_path, reference_args):
     from dpaudit.manifest import read_manifest
 
     manifest = read_manifest(synthetic_path)
-    reference = load_reference(**reference_args, manifest=manifest)
+    reference = load_reference(**reference_args, manifest=manifest, manifest_of=synthetic_path)
     synthetic = load_images(synthetic_path, name=Path(synthetic_path).name, num_classes=reference.members.num_classes)
     return synthetic, manifest, reference
 

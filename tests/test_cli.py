@@ -179,3 +179,13 @@ def test_a_file_name_cannot_forge_a_second_error_line(tmp_path):
     result = run("gate", str(tmp_path / "a\nError: all rules pass.json"), "--policy", str(tmp_path / "p.toml"))
     assert result.exit_code == 2 and result.output.count("Error:") == 2 and "\\nError: all rules pass" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_bad_split_id_in_a_manifest_names_the_manifest(tmp_path, digits):
+    from dpaudit.images import save_images
+    from dpaudit.manifest import Manifest
+
+    save_images(digits.test.subset(range(20)), tmp_path / "syn")
+    Manifest.new("g", dataset="digits", split_id="digits:s0:m10:h5:000000000000").write(tmp_path / "syn")
+    result = run("evaluate", "--synthetic", str(tmp_path / "syn"), "--dataset", "digits", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and f"the manifest.json of {tmp_path / 'syn'}: split id 'digits:s0:m10:h5:000000000000'" in result.output
