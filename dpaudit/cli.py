@@ -299,7 +299,7 @@ def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed
 @click.option("--split-seed", type=SEED, default=0, show_default=True, help="Seed of the built-in member split.")
 @click.option("--epsilon", type=float, required=True, help="Privacy budget epsilon (inf: no privacy).")
 @click.option("--delta", type=float, default=DEFAULT_DELTA, show_default=True, help="Privacy budget delta.")
-@click.option("--num", type=int, required=True, help="Number of images to generate.")
+@click.option("--num", type=click.IntRange(min=1), required=True, help="Number of images to generate.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Change a hyper-parameter (repeatable).")
 @click.option("--labels", type=click.Choice(["balanced", "proportional"]), default="balanced", show_default=True,

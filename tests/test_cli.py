@@ -138,6 +138,7 @@ def test_the_public_api_is_exported_lazily():
     (["generate", "dp-merf", "--dataset", "digits", "--epsilon", "1", "--num", "2", "--out", "x", "--seed", str(2**70)], "--seed"),
     (["generate", "dp-merf", "--dataset", "digits", "--epsilon", "1", "--num", "2", "--out", "x", "--split-seed", "-3"], "--split-seed"),
     (["demo", "--seed", "-1"], "--seed"),
+    (["generate", "dp-merf", "--dataset", "digits", "--epsilon", "1", "--num", "0", "--out", "x"], "--num"),
 ])
 def test_seeds_out_of_range_are_refused_before_any_work(args, option, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
