@@ -140,7 +140,7 @@ def test_the_public_api_is_exported_lazily():
     (["demo", "--seed", "-1"], "--seed"),
     (["generate", "dp-merf", "--dataset", "digits", "--epsilon", "1", "--num", "0", "--out", "x"], "--num"),
 ])
-def test_seeds_out_of_range_are_refused_before_any_work(args, option, tmp_path, monkeypatch):
+def test_seeds_and_counts_out_of_range_are_refused_before_any_work(args, option, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run(*args)
     assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output and "range" in result.output
