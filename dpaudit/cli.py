@@ -11,6 +11,7 @@ from dpaudit import __version__
 from dpaudit.errors import DpauditError, one_line
 from dpaudit.memory import keep_freed_memory
 from dpaudit.privacy import DEFAULT_DELTA
+from dpaudit.threads import configure as configure_threads
 
 
 # Seeds, checked where they enter: the audit passes seed + small offsets to numpy, torch and
@@ -42,9 +43,13 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dpaudit")
-def cli():
+@click.option("--threads", type=click.IntRange(min=1), metavar="N",
+              help="Threads of torch's kernels (default: $DPAUDIT_THREADS, $OMP_NUM_THREADS, else the CPUs this "
+              "process may use; idle threads sleep rather than spin).")
+def cli(threads):
     """Audit synthetic image data for privacy and usefulness."""
     keep_freed_memory()
+    configure_threads(threads)
 
 
 data_root_option = click.option(
