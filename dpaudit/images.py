@@ -3,6 +3,10 @@
 Every reader validates what it reads and raises :class:`DpauditError` with one sentence
 naming the file. Conversions (uint8 -> float, HWC -> CHW) happen here, at the edge, and
 nowhere else: inside dpaudit images are float32 N x C x H x W in [0, 1].
+
+Input files are untrusted: sizes are read from headers and checked against
+:func:`memory_budget` before anything is allocated, nothing is unpickled, and data that could
+mean two things (a float pixel of 1.5) is refused rather than guessed at.
 """
 
 from __future__ import annotations
@@ -10,8 +14,14 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import math
+import os
+import re
 import struct
+import tokenize
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +35,75 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Largest image (in pixels) a reader accepts; PIL's own bomb check is tied to this.
 MAX_PIXELS = 4096 * 4096
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+# Memory one reader may need for one set: the array as stored plus its float32 copy. 8 GiB
+# holds about 11 CIFAR-10 training sets (0.7 GiB each, 50,000 x 3 x 32 x 32 at 1 + 4 bytes a
+# value), or 1.7 billion 8-bit pixels, and leaves room on a 16 GB machine for the features
+# and models that come after; a larger set is a deliberate choice, made with
+# DPAUDIT_MEMORY_BUDGET.
+DEFAULT_MEMORY_BUDGET = 8 * 2**30
+MEMORY_BUDGET_ENV = "DPAUDIT_MEMORY_BUDGET"
+_SIZE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def memory_budget() -> int:
+    """Bytes a reader may allocate for one set: $DPAUDIT_MEMORY_BUDGET (bytes, or with a
+    K, M, G or T suffix, powers of 1024: `4G`) when set, else DEFAULT_MEMORY_BUDGET."""
+    text = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
+    if not text:
+        return DEFAULT_MEMORY_BUDGET
+    match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*(?:([kmgt])(?:i?b)?|b)?", text, re.IGNORECASE)
+    budget = 0 if match is None else int(float(match[1]) * _SIZE_UNITS[(match[2] or "").lower()])
+    if budget <= 0:
+        raise DpauditError(
+            f"{MEMORY_BUDGET_ENV}={text!r} is not a positive size in bytes; "
+            "write a number with an optional K, M, G or T suffix, such as 4G."
+        )
+    return budget
+
+
+def quote_path(path) -> str:
+    """`path` as text for a message: non-printable characters (a newline, an escape) written
+    as repr() writes them, so a file name cannot forge lines; ordinary names are unchanged."""
+    text = os.fsdecode(path) if isinstance(path, bytes) else str(path)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _cause(e: BaseException) -> str:
+    """A library exception's text, made safe for a one-line message."""
+    return quote_path(str(e) or type(e).__name__)
+
+
+def _format_bytes(n: int) -> str:
+    if n >= 2**60:
+        return f"{n / 2**60:.3g} EiB"
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n} bytes"
+
+
+def _header_is_wrong(what: str, holds: int, promised: int) -> str:
+    """The note for _check_budget when a header's size is already known to be false."""
+    if holds == promised:
+        return ""
+    return f"{what} holds {'only ' if holds < promised else ''}{holds} data bytes, so its header is wrong"
+
+
+def _check_budget(path, claim: str, elements: int, stored: int, note: str = "") -> None:
+    """Refuse a read that needs more than memory_budget(): `stored` bytes as read plus
+    `elements` float32 values. `claim` says what the header claims; `note` is added when the
+    claim is already known to be false (then raising the budget would not help)."""
+    needed = stored + 4 * elements
+    budget = memory_budget()
+    if needed > budget:
+        advice = note or f"set {MEMORY_BUDGET_ENV} (bytes, or e.g. 16G) to allow it"
+        raise DpauditError(
+            f"{quote_path(path)}: {claim}, which needs {_format_bytes(needed)} to read (as stored "
+            f"plus as float32), over the memory budget of {_format_bytes(budget)}; {advice}."
+        )
 
 
 @dataclass
@@ -107,13 +186,16 @@ def from_array(
     source: str,
     num_classes: int | None = None,
 ) -> ImageSet:
-    """Validate an array of images (N x H x W, N x H x W x C or N x C x H x W; uint8 or float)
-    and labels, and build an ImageSet. `source` names the file in every error message."""
-    if pixels.dtype == object or labels is not None and labels.dtype == object:
-        raise DpauditError(f"{source}: object arrays are not images.")
+    """Validate an array of images (N x H x W, N x H x W x C or N x C x H x W) and labels, and
+    build an ImageSet. Pixels: uint8 in 0..255, uint16 in 0..65535, other integers in 0..255,
+    floats in [0, 1] (or whole numbers in 0..255: an 8-bit set stored as float); anything else
+    is refused, never rescaled by guess. `source` names the file in every error message."""
+    src = quote_path(source)
+    if pixels.dtype.hasobject or labels is not None and labels.dtype.hasobject:
+        raise DpauditError(f"{src}: object arrays are not images.")
     if pixels.ndim not in (3, 4) or len(pixels) == 0:
         raise DpauditError(
-            f"{source}: expected a non-empty array of images (N x H x W or N x H x W x C), "
+            f"{src}: expected a non-empty array of images (N x H x W or N x H x W x C), "
             f"got shape {pixels.shape}."
         )
     if pixels.ndim == 3:
@@ -121,48 +203,79 @@ def from_array(
     elif pixels.shape[-1] in (1, 3) and pixels.shape[1] not in (1, 3):
         pixels = pixels.transpose(0, 3, 1, 2)  # HWC -> CHW
     if pixels.shape[1] not in (1, 3):
-        raise DpauditError(
-            f"{source}: images must have 1 or 3 channels, got shape {pixels.shape}."
-        )
+        raise DpauditError(f"{src}: images must have 1 or 3 channels, got shape {pixels.shape}.")
     n_pixels = pixels.shape[2] * pixels.shape[3]
     if n_pixels > MAX_PIXELS:
-        raise DpauditError(f"{source}: images of {n_pixels} pixels exceed the limit of {MAX_PIXELS}.")
+        raise DpauditError(f"{src}: images of {n_pixels} pixels exceed the limit of {MAX_PIXELS}.")
+    if pixels.size == 0:
+        raise DpauditError(f"{src}: the images have no pixels (shape {pixels.shape}).")
     if pixels.dtype == np.uint8:
         x = torch.from_numpy(np.array(pixels, dtype=np.float32)).div_(255)
+    elif pixels.dtype == np.uint16:  # 16-bit PNG or a uint16 array: the full 16-bit range
+        x = torch.from_numpy(np.array(pixels, dtype=np.float32)).div_(65535)
     elif np.issubdtype(pixels.dtype, np.floating) or np.issubdtype(pixels.dtype, np.integer):
         values = pixels.astype(np.float32)
         if not np.isfinite(values).all():
-            raise DpauditError(f"{source}: pixel values contain NaN or infinity.")
+            raise DpauditError(f"{src}: pixel values contain NaN or infinity.")
         low, high = float(values.min()), float(values.max())
-        if np.issubdtype(pixels.dtype, np.integer) or high > 1.0:
+        if np.issubdtype(pixels.dtype, np.integer):
             if low < 0 or high > 255:
                 raise DpauditError(
-                    f"{source}: pixel values span [{low:g}, {high:g}], outside [0, 1] and [0, 255]."
+                    f"{src}: integer pixels must lie in 0..255 (0..65535 as uint16); "
+                    f"found {_extreme(values, low < 0)}, outside [0, 255]."
                 )
             values = values / 255.0
-        elif low < 0:
-            raise DpauditError(f"{source}: pixel values span [{low:g}, {high:g}], outside [0, 1].")
+        elif low < 0 or high > 255:
+            raise DpauditError(
+                f"{src}: float pixels must lie in [0, 1]; found {_extreme(values, low < 0)}, "
+                "outside [0, 1] and [0, 255]."
+            )
+        elif high > 1.0:
+            # Above 1 the set can only be 8-bit values stored as float, and then every value is
+            # a whole number; a fractional value beside a 1.5 says the scale is unknown.
+            if not _all_whole(values):
+                raise DpauditError(
+                    f"{src}: float pixels must lie in [0, 1]; found {_extreme(values, False)}, "
+                    "and fractional values rule out reading the set as 0..255."
+                )
+            values = values / 255.0
         x = torch.from_numpy(np.ascontiguousarray(values))
     else:
-        raise DpauditError(f"{source}: pixel type {pixels.dtype} is not supported.")
+        raise DpauditError(f"{src}: pixel type {pixels.dtype} is not supported.")
     y = None if labels is None else _validate_labels(labels, len(x), source, num_classes)
     return ImageSet(x, y, num_classes, name, source)
 
 
+def _extreme(values: np.ndarray, lowest: bool) -> str:
+    """'min -0.5 at image 3' or 'max 1.5 at image 3': the extreme value and its first image."""
+    per_image = values.reshape(len(values), -1)
+    per_image = per_image.min(axis=1) if lowest else per_image.max(axis=1)
+    index = int(per_image.argmin() if lowest else per_image.argmax())
+    return f"{'min' if lowest else 'max'} {float(per_image[index]):g} at image {index}"
+
+
+def _all_whole(values: np.ndarray) -> bool:
+    """Whether every value is a whole number, checked in chunks to bound the scratch memory."""
+    flat = values.reshape(-1)
+    step = 1 << 22
+    return all(np.array_equal(c, np.round(c)) for c in (flat[i : i + step] for i in range(0, len(flat), step)))
+
+
 def _validate_labels(labels: np.ndarray, n: int, source: str, num_classes: int | None) -> torch.Tensor:
+    src = quote_path(source)
     labels = np.asarray(labels)
     if labels.shape != (n,):
-        raise DpauditError(f"{source}: expected {n} labels, one per image, got shape {labels.shape}.")
+        raise DpauditError(f"{src}: expected {n} labels, one per image, got shape {labels.shape}.")
     if np.issubdtype(labels.dtype, np.floating):
         if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
-            raise DpauditError(f"{source}: labels must be integers.")
+            raise DpauditError(f"{src}: labels must be integers.")
     elif not np.issubdtype(labels.dtype, np.integer):
-        raise DpauditError(f"{source}: labels must be integers, got {labels.dtype}.")
+        raise DpauditError(f"{src}: labels must be integers, got {labels.dtype}.")
     labels = labels.astype(np.int64)
     if labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes):
         top = "" if num_classes is None else f"..{num_classes - 1}"
         raise DpauditError(
-            f"{source}: labels range over [{labels.min()}, {labels.max()}], outside 0{top}."
+            f"{src}: labels range over [{labels.min()}, {labels.max()}], outside 0{top}."
         )
     return torch.from_numpy(labels)
 
@@ -175,7 +288,7 @@ def load_images(path: str | Path, *, name: str | None = None, num_classes: int |
     path = Path(path)
     name = name or path.stem
     if not path.exists():
-        raise DpauditError(f"{path}: no such file or folder.")
+        raise DpauditError(f"{quote_path(path)}: no such file or folder.")
     if path.is_dir():
         npz_files = sorted(path.glob("*.npz"))
         if len(npz_files) == 1 and not any(path.glob("**/*.png")):
@@ -185,28 +298,47 @@ def load_images(path: str | Path, *, name: str | None = None, num_classes: int |
         return read_npz(path, name=name, num_classes=num_classes)
     if "idx" in path.name or path.name.endswith("-ubyte.gz"):
         return from_array(read_idx(path), name=name, source=str(path), num_classes=num_classes)
-    raise DpauditError(f"{path}: not an image folder, .npz or IDX file.")
+    raise DpauditError(f"{quote_path(path)}: not an image folder, .npz or IDX file.")
 
 
 def read_image_folder(folder: Path, *, name: str, num_classes: int | None = None) -> ImageSet:
     """A folder of PNG/JPEG: class sub-folders `DIR/<label>/*.png`, or flat with `labels.csv`
-    (columns `file,label`), or flat without labels."""
+    (columns `file,label`), or flat without labels. 8-bit images are read as 0..255, 16-bit
+    PNGs as 0..65535; one set holds one size, channel count and bit depth."""
     folder = Path(folder)
     files, labels = _list_folder(folder)
     if not files:
-        raise DpauditError(f"{folder}: the folder holds no PNG or JPEG images.")
-    arrays = [_read_one_image(f) for f in files]
-    first = arrays[0]
-    for f, a in zip(files, arrays):
+        raise DpauditError(f"{quote_path(folder)}: the folder holds no PNG or JPEG images.")
+    first = _read_one_image(files[0])
+    # The first image's size times the count, checked before the others are decoded.
+    _check_budget(
+        folder,
+        f"{len(files)} images of {_describe(first)} like {quote_path(files[0].name)}",
+        elements=len(files) * first.size,
+        stored=len(files) * first.nbytes,
+    )
+    stack = np.empty((len(files),) + first.shape, first.dtype)
+    stack[0] = first
+    for i, f in enumerate(files[1:], start=1):
+        a = _read_one_image(f)
         if a.shape != first.shape:
             raise DpauditError(
-                f"{f}: size {_describe(a)} differs from {_describe(first)} of {files[0]}; "
-                "all images must have the same size and channels."
+                f"{quote_path(f)}: size {_describe(a)} differs from {_describe(first)} of "
+                f"{quote_path(files[0])}; all images must have the same size and channels."
             )
+        if a.dtype != first.dtype:
+            raise DpauditError(
+                f"{quote_path(f)}: {_bits(a)}-bit pixels, but {quote_path(files[0])} has "
+                f"{_bits(first)}-bit ones; all images must have the same bit depth."
+            )
+        stack[i] = a
     y = None
     if labels is not None:
         y = _validate_labels(np.array(labels), len(files), str(folder), num_classes)
-    images = from_array(np.stack(arrays), name=name, source=str(folder), num_classes=num_classes)
+    # Handed over as N x C x H x W: a folder's images are H x W x C, and leaving the layout to
+    # from_array's guess would misread RGB images 1 or 3 pixels tall.
+    pixels = stack if stack.ndim == 3 else stack.transpose(0, 3, 1, 2)
+    images = from_array(pixels, name=name, source=str(folder), num_classes=num_classes)
     return ImageSet(images.x, y, num_classes, name, str(folder))
 
 
@@ -215,18 +347,47 @@ def _describe(a: np.ndarray) -> str:
     return f"{a.shape[1]}x{a.shape[0]}x{channels}"
 
 
+def _bits(a: np.ndarray) -> int:
+    return 8 * a.dtype.itemsize
+
+
 def _list_folder(folder: Path) -> tuple[list[Path], list[int] | None]:
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    p = quote_path(folder)
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as e:
+        raise DpauditError(f"{p}: cannot list the folder ({_cause(e)}).") from None
+    subdirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+    loose = [e for e in entries if e.suffix.lower() in IMAGE_SUFFIXES and not e.is_dir()]
     if subdirs:
-        pairs = []
+        if loose:
+            names = ", ".join(quote_path(f.name) for f in loose[:3]) + (", ..." if len(loose) > 3 else "")
+            raise DpauditError(
+                f"{p}: holds class sub-folders and also {len(loose)} loose image(s) at the top "
+                f"({names}); move each image into its class folder, or use a flat folder."
+            )
+        pairs, label_of = [], {}
         for d in subdirs:
-            if not d.name.isdigit():
-                raise DpauditError(f"{d}: class folders must be named by integer labels (0, 1, ...).")
-            pairs += [(f, int(d.name)) for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES]
+            # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+            if not re.fullmatch(r"[0-9]+", d.name):
+                raise DpauditError(
+                    f"{quote_path(d)}: class folders must be named by integer labels (0, 1, ...)."
+                )
+            label = int(d.name)
+            if label in label_of:
+                raise DpauditError(
+                    f"{quote_path(d)}: names label {label}, as {quote_path(label_of[label].name)} "
+                    "does; each label needs exactly one class folder."
+                )
+            label_of[label] = d
+            try:
+                pairs += [(f, label) for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES]
+            except OSError as e:
+                raise DpauditError(f"{quote_path(d)}: cannot list the folder ({_cause(e)}).") from None
         # Ordered by file name across classes, so that a written set reads back in its order.
         pairs.sort(key=lambda pair: (pair[0].name, pair[1]))
         return [f for f, _ in pairs], [label for _, label in pairs]
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = loose
     csv_path = folder / "labels.csv"
     if not csv_path.exists():
         return files, None
@@ -234,74 +395,242 @@ def _list_folder(folder: Path) -> tuple[list[Path], list[int] | None]:
 
 
 def _read_labels_csv(csv_path: Path, files: list[Path]) -> list[int]:
-    with open(csv_path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    if rows and rows[0][:2] == ["file", "label"]:
-        rows = rows[1:]
-    table = {}
-    for line, row in enumerate(rows, start=2):
-        if len(row) < 2:
-            raise DpauditError(f"{csv_path}: line {line} needs two columns, file and label.")
-        try:
-            table[row[0]] = int(row[1])
-        except ValueError:
-            raise DpauditError(f"{csv_path}: line {line}: label {row[1]!r} is not an integer.") from None
+    p = quote_path(csv_path)
+    table: dict[str, int] = {}
+    reader = None
+    try:
+        # utf-8-sig: a byte-order mark (as spreadsheets write) is not part of the first name.
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            for row in reader:
+                line = reader.line_num
+                if line == 1 and row[:2] == ["file", "label"]:
+                    continue
+                if len(row) < 2:
+                    raise DpauditError(f"{p}: line {line} needs two columns, file and label.")
+                try:
+                    label = int(row[1])
+                except ValueError:
+                    raise DpauditError(f"{p}: line {line}: label {row[1][:40]!r} is not an integer.") from None
+                if table.setdefault(row[0], label) != label:
+                    raise DpauditError(
+                        f"{p}: line {line} labels {quote_path(row[0])} {label}, an earlier line "
+                        f"labels it {table[row[0]]}."
+                    )
+    except UnicodeDecodeError as e:
+        raise DpauditError(f"{p}: not UTF-8 text (it holds the byte {e.object[e.start]:#04x}).") from None
+    except csv.Error as e:
+        raise DpauditError(f"{p}: line {reader.line_num} is not valid CSV ({_cause(e)}).") from None
+    except OSError as e:
+        raise DpauditError(f"{p}: cannot read the labels ({_cause(e)}).") from None
     missing = [f.name for f in files if f.name not in table]
     if missing:
-        raise DpauditError(f"{csv_path}: no label for {missing[0]} ({len(missing)} images lack one).")
+        raise DpauditError(f"{p}: no label for {quote_path(missing[0])} ({len(missing)} images lack one).")
     return [table[f.name] for f in files]
 
 
+_16_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# What Pillow's decoders raise on malformed data besides OSError: found by the fuzz tests.
+_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, TypeError)
+
+
 def _read_one_image(path: Path) -> np.ndarray:
+    """One image as uint8 H x W (x 3), or uint16 H x W for a 16-bit grey PNG."""
+    p = quote_path(path)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # an image over MAX_PIXELS gets the sentence below instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             if im.width * im.height > MAX_PIXELS:
-                raise DpauditError(
-                    f"{path}: {im.width}x{im.height} pixels exceed the limit of {MAX_PIXELS}."
-                )
+                raise DpauditError(f"{p}: {im.width}x{im.height} pixels exceed the limit of {MAX_PIXELS}.")
             im.load()
+            if im.mode in _16_BIT_MODES:
+                return np.asarray(im).astype(np.uint16)  # native byte order, full 16-bit range
+            if im.mode == "I":  # 32-bit integers: 16-bit grey in older Pillow, or a TIFF named .png
+                a = np.asarray(im)
+                if a.size and (a.min() < 0 or a.max() > 65535):
+                    raise DpauditError(
+                        f"{p}: 32-bit pixels span [{a.min()}, {a.max()}], outside the 16-bit range 0..65535."
+                    )
+                return a.astype(np.uint16)
+            if im.mode == "F":
+                raise DpauditError(f"{p}: floating-point images (mode F) are not supported; use 8- or 16-bit.")
             if im.mode not in ("L", "RGB"):
                 im = im.convert("RGB" if im.mode in ("RGBA", "P", "CMYK", "YCbCr") else "L")
             return np.asarray(im)
     except DpauditError:
         raise
     except Image.DecompressionBombError:
-        raise DpauditError(f"{path}: the image exceeds the limit of {MAX_PIXELS} pixels.") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DpauditError(f"{path}: cannot read the image ({e}).") from None
+        raise DpauditError(f"{p}: the image exceeds the limit of {MAX_PIXELS} pixels.") from None
+    except _IMAGE_ERRORS as e:
+        raise DpauditError(f"{p}: cannot read the image ({_cause(e)}).") from None
+
+
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+# What numpy's header parser (tokenize, then ast.literal_eval) raises on a malformed header.
+_NPY_HEADER_ERRORS = (ValueError, SyntaxError, TypeError, tokenize.TokenError, RecursionError)
+# What zipfile, zlib and numpy raise on a damaged archive or member.
+_NPZ_ERRORS = (
+    OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, struct.error
+)
 
 
 def read_npz(path: Path, *, name: str, num_classes: int | None = None) -> ImageSet:
-    """An `.npz` with array `x` and optional `y`. Object arrays are refused, never unpickled."""
+    """An `.npz` with array `x` and optional `y`. The zip directory and the .npy headers are
+    read first and checked against memory_budget(); object arrays are refused, never unpickled."""
+    path = Path(path)
+    p = quote_path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if "x" not in data.files:
-                raise DpauditError(f"{path}: the .npz holds no array named 'x' (found {data.files}).")
-            x = data["x"]
-            y = data["y"] if "y" in data.files else None
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        with open(path, "rb") as fh:
+            start = fh.read(6)
+        if start == b"\x93NUMPY":
+            raise DpauditError(f"{p}: a single .npy array, not an .npz archive; save it with np.savez(path, x=...).") from None
+        raise DpauditError(f"{p}: cannot read the .npz: it is not a zip archive, as np.savez writes.") from None
+    except _NPZ_ERRORS as e:
+        raise DpauditError(f"{p}: cannot read the .npz ({_cause(e)}).") from None
+    try:
+        with archive:
+            members = _npz_members(path, archive)
+            if "x" not in members:
+                found = sorted(members)
+                shown = repr(found[:10])[:-1] + (", ...]" if len(found) > 10 else "]")
+                raise DpauditError(f"{p}: the .npz holds no array named 'x' (found {shown}).")
+            keys = ["x", "y"] if "y" in members else ["x"]
+            headers = {key: _npy_header(path, archive, members[key], key) for key in keys}
+            stored = 0
+            for key in keys:  # x, then x and y together
+                shape, dtype, data_bytes = headers[key]
+                stored += math.prod(shape) * dtype.itemsize
+                note = _header_is_wrong("the member", data_bytes, math.prod(shape) * dtype.itemsize)
+                _check_budget(
+                    path, f"array {key!r} claims shape {shape} of {dtype}",
+                    elements=math.prod(headers["x"][0]), stored=stored, note=note,
+                )
+            for key in keys:
+                shape, dtype, data_bytes = headers[key]
+                if data_bytes != math.prod(shape) * dtype.itemsize:
+                    raise DpauditError(
+                        f"{p}: array {key!r} holds {data_bytes} data bytes, its header promises "
+                        f"{math.prod(shape) * dtype.itemsize} (shape {shape} of {dtype}); the file is truncated or corrupt."
+                    )
+            arrays = {}
+            for key in keys:
+                with archive.open(members[key]) as fh:
+                    arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
     except DpauditError:
         raise
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise DpauditError(f"{path}: holds an object (pickled) array; refused for safety.") from None
-        raise DpauditError(f"{path}: cannot read the .npz ({e}).") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DpauditError(f"{path}: cannot read the .npz ({e}).") from None
-    return from_array(x, y, name=name, source=str(path), num_classes=num_classes)
+    except _NPZ_ERRORS as e:
+        raise DpauditError(f"{p}: cannot read the .npz ({_cause(e)}).") from None
+    return from_array(arrays["x"], arrays.get("y"), name=name, source=str(path), num_classes=num_classes)
+
+
+def _npz_members(path: Path, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """Array name -> zip member, named as numpy's NpzFile names them ('x.npy' is 'x'; a member
+    called exactly 'x' wins over 'x.npy', as in NpzFile). A name held twice is refused: which
+    copy a reader takes is up to the reader."""
+    names = [info.filename for info in archive.infolist()]
+    for name in ("x", "x.npy", "y", "y.npy"):
+        if names.count(name) > 1:
+            raise DpauditError(f"{quote_path(path)}: the .npz holds {names.count(name)} members named {name!r}.")
+    members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
+    members.update({info.filename: info for info in archive.infolist() if not info.filename.endswith(".npy")})
+    return members
+
+
+def _npy_header(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str):
+    """(shape, dtype, data bytes) of one .npy member, from its header and the zip directory's
+    uncompressed size, without reading the data."""
+    p = quote_path(path)
+    with archive.open(info) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+        except ValueError:
+            raise DpauditError(f"{p}: member {info.filename!r} is not a .npy array (no .npy magic bytes).") from None
+        reader = _NPY_HEADER_READERS.get(version)
+        if reader is None:
+            raise DpauditError(
+                f"{p}: member {info.filename!r} is .npy format {version[0]}.{version[1]}; dpaudit reads 1.0 and 2.0."
+            )
+        try:
+            with warnings.catch_warnings():  # literal_eval of a crafted header warns about escapes
+                warnings.simplefilter("ignore")
+                shape, _, dtype = reader(fh)
+        except _NPY_HEADER_ERRORS as e:
+            raise DpauditError(f"{p}: member {info.filename!r} has a malformed .npy header ({_cause(e)}).") from None
+        header_bytes = fh.tell()
+    if dtype.hasobject:
+        raise DpauditError(
+            f"{p}: array {key!r} has dtype object, which would need unpickling; refused, since "
+            "input files are untrusted."
+        )
+    if any(d < 0 for d in shape):
+        raise DpauditError(f"{p}: array {key!r} claims the impossible shape {shape}.")
+    return shape, dtype, max(0, info.file_size - header_bytes)
 
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+def _check_idx_magic(path: Path, raw: bytes) -> None:
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise DpauditError(f"{quote_path(path)}: not an IDX file (bad magic number).")
+
+
+def _idx_header(path: Path, raw: bytes) -> tuple[np.dtype, tuple[int, ...], int]:
+    """(dtype, dims, header length) from the first bytes of an IDX file."""
+    _check_idx_magic(path, raw)
+    header = 4 + 4 * raw[3]
+    if len(raw) < header:
+        raise DpauditError(f"{quote_path(path)}: the IDX header is truncated.")
+    return np.dtype(_IDX_TYPES[raw[2]]), struct.unpack(f">{raw[3]}I", raw[4:header]), header
+
+
+def _idx_budget(path: Path, dtype: np.dtype, dims: tuple[int, ...], note: str = "") -> int:
+    """The data bytes the header promises, once checked against memory_budget()."""
+    count = math.prod(dims)  # Python integers: numpy's product of four uint32 could overflow
+    _check_budget(path, f"the IDX header claims shape {dims} of {dtype}", elements=count,
+                  stored=count * dtype.itemsize, note=note)
+    return count * dtype.itemsize
+
+
 def read_idx_bytes(path: str | Path) -> bytes:
-    """The content of an IDX file, decompressed when it ends in .gz."""
+    """The content of an IDX file, decompressed when it ends in .gz. The header is read first:
+    no more is read than it promises and memory_budget() allows."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    p = quote_path(path)
+    gz = path.suffix == ".gz"
     try:
-        with opener(path, "rb") as fh:
-            return fh.read()
-    except (OSError, EOFError) as e:
-        raise DpauditError(f"{path}: cannot read the IDX file ({e}).") from None
+        with (gzip.open if gz else open)(path, "rb") as fh:
+            head = fh.read(4)
+            _check_idx_magic(path, head)
+            head += fh.read(4 * head[3])
+            dtype, dims, header = _idx_header(path, head)
+            if gz:
+                expected = _idx_budget(path, dtype, dims)
+            else:
+                on_disk = os.fstat(fh.fileno()).st_size - header
+                promised = math.prod(dims) * dtype.itemsize
+                expected = _idx_budget(path, dtype, dims, _header_is_wrong("the file", on_disk, promised))
+                if on_disk != expected:
+                    raise DpauditError(
+                        f"{p}: the IDX file holds {on_disk} data bytes, its header promises {expected}."
+                    )
+            data = fh.read(expected)
+            if len(data) < expected:
+                raise DpauditError(f"{p}: the IDX file holds {len(data)} data bytes, its header promises {expected}.")
+            if fh.read(1):  # for .gz, this read also makes gzip check the CRC at the end
+                raise DpauditError(f"{p}: the IDX file holds more than the {expected} data bytes its header promises.")
+    except DpauditError:
+        raise
+    except (OSError, EOFError, zlib.error) as e:
+        raise DpauditError(f"{p}: cannot read the IDX file ({_cause(e)}).") from None
+    return head + data
 
 
 def read_idx(path: str | Path, raw: bytes | None = None) -> np.ndarray:
@@ -310,20 +639,16 @@ def read_idx(path: str | Path, raw: bytes | None = None) -> np.ndarray:
     is private API."""
     path = Path(path)
     raw = read_idx_bytes(path) if raw is None else raw
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise DpauditError(f"{path}: not an IDX file (bad magic number).")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DpauditError(f"{path}: the IDX header is truncated.")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    dtype, dims, header = _idx_header(path, raw)
+    expected = _idx_budget(path, dtype, dims)
     if len(raw) - header != expected:
         raise DpauditError(
-            f"{path}: the IDX file holds {len(raw) - header} data bytes, its header promises {expected}."
+            f"{quote_path(path)}: the IDX file holds {len(raw) - header} data bytes, its header promises {expected}."
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    try:
+        return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    except ValueError as e:  # too many dimensions, or huge ones beside a zero
+        raise DpauditError(f"{quote_path(path)}: numpy cannot hold the IDX shape {dims} ({_cause(e)}).") from None
 
 
 # ---------------------------------------------------------------- writers
@@ -367,4 +692,4 @@ def ensure_empty_folder(path: Path, ignore: frozenset[str] | set[str] = frozense
     """Raise DpauditError unless the output folder `path` is absent or holds only entries named in `ignore`."""
     path = Path(path)
     if path.exists() and any(entry.name not in ignore for entry in path.iterdir()):
-        raise DpauditError(f"{path}: the folder is not empty; choose a new --out.")
+        raise DpauditError(f"{quote_path(path)}: the folder is not empty; choose a new --out.")

@@ -14,6 +14,10 @@ Only `generator` is required; `evaluate` reports which of the other fields were 
       "created": "2026-11-23T14:00:00+00:00",
       "details": {...}                    # free-form: sigma, sampling rate, steps, time, ...
     }
+
+`read_manifest` checks every field's type (MANIFEST_SCHEMA; the same schema checks the copy in
+result.json) and refuses a file over MAX_MANIFEST_BYTES or nested deeper than MAX_DEPTH before
+parsing it, with one sentence naming the file and the field.
 """
 
 from __future__ import annotations
@@ -25,10 +29,29 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from dpaudit.errors import DpauditError
+from dpaudit.audit.schema import (
+    INTEGER,
+    NAME,
+    OBJECT,
+    STRING,
+    At,
+    DictOf,
+    Nullable,
+    Record,
+    between,
+    check_values,
+    describe,
+    one_of,
+    parse_json,
+    read_text,
+    write_atomic,
+)
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA = "dpaudit.manifest/1"
+# Largest manifest.json read: a written one is about 2 KB (its details hold the generator's
+# config and privacy accounting); 1 MiB leaves room for long hand-written details.
+MAX_MANIFEST_BYTES = 2**20
 OPTIONAL_FIELDS = ("epsilon", "delta", "dataset", "split_id", "seed", "versions", "created")
 VERSIONED_PACKAGES = ("dpaudit", "torch", "torchvision", "opacus", "torchmetrics", "piq", "numpy")
 
@@ -60,7 +83,7 @@ class Manifest:
     missing: list[str] = field(default_factory=list)
 
     @classmethod
-    def new(cls, generator: str, **fields) -> "Manifest":
+    def new(cls, generator: str, **fields) -> Manifest:
         """A manifest stamped with the current library versions and time."""
         return cls(
             generator,
@@ -75,20 +98,27 @@ class Manifest:
         return data
 
     def write(self, folder: str | Path) -> Path:
-        path = Path(folder) / MANIFEST_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        """Write manifest.json into `folder`, atomically (a temporary file, then a rename)."""
+        return write_atomic(Path(folder) / MANIFEST_NAME, (json.dumps(self.to_dict(), indent=2) + "\n").encode(), what="manifest")
 
 
-def _check_number(path: Path, data: dict, key: str, low: float, high: float) -> None:
-    value = data.get(key)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DpauditError(f"{path}: {key!r} must be a finite number, got {value!r}.")
-    if not low <= value <= high:
-        raise DpauditError(f"{path}: {key!r} = {value!r} is outside [{low:g}, {high:g}].")
+# Every field's type; unknown fields are kept (read_manifest moves them to details).
+MANIFEST_SCHEMA = Record(
+    {
+        "schema": one_of(SCHEMA),
+        "generator": NAME,
+        "epsilon": Nullable(between(0, math.inf)),
+        "delta": Nullable(between(0, 1)),
+        "dataset": Nullable(STRING),
+        "split_id": Nullable(STRING),
+        "seed": Nullable(INTEGER),
+        "versions": Nullable(DictOf(STRING)),
+        "created": Nullable(STRING),
+        "details": Nullable(OBJECT),
+    },
+    required=("generator",),
+    keep_unknown=True,
+)
 
 
 def read_manifest(folder_or_file: str | Path) -> Manifest | None:
@@ -101,26 +131,14 @@ def read_manifest(folder_or_file: str | Path) -> Manifest | None:
         path = path.parent / MANIFEST_NAME
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DpauditError(f"{path}: not valid JSON ({e}).") from None
+    at = At(path)
+    data = parse_json(read_text(path, max_bytes=MAX_MANIFEST_BYTES, what="manifest"), path)
     if not isinstance(data, dict):
-        raise DpauditError(f"{path}: the manifest must be a JSON object.")
-    if data.get("schema", SCHEMA) != SCHEMA:
-        raise DpauditError(f"{path}: unknown manifest schema {data['schema']!r}; expected {SCHEMA!r}.")
-    if not isinstance(data.get("generator"), str) or not data["generator"]:
-        raise DpauditError(f"{path}: the manifest needs a 'generator' name.")
-    _check_number(path, data, "epsilon", 0, math.inf)
-    _check_number(path, data, "delta", 0, 1)
-    for key in ("dataset", "split_id", "created"):
-        if data.get(key) is not None and not isinstance(data[key], str):
-            raise DpauditError(f"{path}: {key!r} must be a string.")
-    if data.get("seed") is not None and (isinstance(data["seed"], bool) or not isinstance(data["seed"], int)):
-        raise DpauditError(f"{path}: 'seed' must be an integer.")
-    for key in ("versions", "details"):
-        if not isinstance(data.get(key, {}), dict):
-            raise DpauditError(f"{path}: {key!r} must be an object.")
+        raise at.error(f"the manifest must be a JSON object, got {describe(data)}")
+    # NaN and Infinity pass in the free-form details: Manifest.write writes an infinite epsilon
+    # of a non-private run's accounting as Infinity there. The typed fields refuse them.
+    check_values(data, at, finite=False)
+    data = MANIFEST_SCHEMA(data, at)
     known = {"schema", "generator", "details", *OPTIONAL_FIELDS}
     unknown = sorted(set(data) - known)
     details = dict(data.get("details") or {})

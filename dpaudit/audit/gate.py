@@ -23,23 +23,30 @@ A policy is a list of rules; each names a metric by its path in the result
 A rule passes when the value is within its bounds. A value that is not a number (NaN: the check
 ran but could not measure it) fails. A path that names nothing, a check that was not run, a
 missing bound source (a manifest without `epsilon`) or a malformed policy are errors of the
-policy (exit 2), never a pass.
+policy (exit 2), never a pass; their message names the policy file and the rule's number.
+
+A policy file over MAX_POLICY_BYTES, or nested deeper than MAX_DEPTH, is refused before it is
+parsed. The JUnit file is written atomically (a temporary file beside it, then a rename).
 """
 
 from __future__ import annotations
 
 import math
-import tomllib
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 from dpaudit.audit.result import AuditResult
+from dpaudit.audit.schema import describe, parse_toml, quote, read_text, write_atomic
 from dpaudit.errors import DpauditError
 
 BOUND_KEYS = ("min", "max", "min_from", "max_from")
 RULE_KEYS = ("metric", "name", *BOUND_KEYS)
 EXIT_PASS, EXIT_FAIL = 0, 1
+# Largest policy file read: a policy is a few [[rule]] tables, well under 10 KB; 1 MiB is
+# thousands of rules, and what tomllib needs for it stays a few tens of MB.
+MAX_POLICY_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -120,32 +127,47 @@ def _bound_text(value: float | None, source: str | None) -> str:
     return f"{value:g}" if source is None else source
 
 
-def _number(path: str, where: str, key: str, value) -> float:
+def _got(value) -> str:
+    return describe(value, "a table")
+
+
+def _number(source: str, where: str, key: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DpauditError(f"{path}: {where}: {key!r} must be a finite number, got {value!r}.")
+        raise DpauditError(f"{source}: {where}: {key!r} must be a finite number, got {_got(value)}.")
     return float(value)
 
 
-def _path(path: str, where: str, key: str, value) -> str:
-    if not isinstance(value, str) or len(value.split(".")) not in (2, 3) or not all(value.split(".")):
-        raise DpauditError(f"{path}: {where}: {key!r} must be a path like 'check.metric' or 'check.metric.field', got {value!r}.")
+def _path(source: str, where: str, key: str, value) -> str:
+    parts = value.split(".") if isinstance(value, str) else []
+    if len(parts) not in (2, 3) or not all(re.fullmatch(r"[\w-]+", part) for part in parts):
+        raise DpauditError(f"{source}: {where}: {key!r} must be a path like 'check.metric' or 'check.metric.field', "
+                           f"got {_got(value)}.")
+    if parts[0] == "manifest" and len(parts) != 2:
+        raise DpauditError(f"{source}: {where}: {key!r} must name one field of the manifest, like 'manifest.epsilon', "
+                           f"got {_got(value)}.")
     return value
 
 
 def parse_policy(data: dict, source: str = "policy") -> Policy:
-    """A Policy from parsed TOML; DpauditError naming `source` and the rule for anything malformed."""
-    unknown = sorted(set(data) - {"rule"})
+    """A Policy from parsed TOML; DpauditError naming `source` and the rule (its number, from 1)
+    for anything malformed: an unknown key, a missing metric or bound, a value of the wrong type."""
+    source = quote(source)
+    if not isinstance(data, dict):
+        raise DpauditError(f"{source}: a policy must be a table of [[rule]] tables, got {_got(data)}.")
+    unknown = sorted(quote(k) for k in set(data) - {"rule"})
     if unknown:
         raise DpauditError(f"{source}: unknown top-level keys {unknown}; a policy is a list of [[rule]] tables.")
     rules = data.get("rule")
+    if isinstance(rules, dict):
+        raise DpauditError(f"{source}: 'rule' must be an array of tables: write [[rule]], with two brackets, above each rule.")
     if not isinstance(rules, list) or not rules:
         raise DpauditError(f"{source}: no rules; add at least one [[rule]] table with a 'metric' and a bound.")
     parsed = []
     for i, rule in enumerate(rules, start=1):
         where = f"rule {i}"
         if not isinstance(rule, dict):
-            raise DpauditError(f"{source}: {where} must be a [[rule]] table.")
-        unknown = sorted(set(rule) - set(RULE_KEYS))
+            raise DpauditError(f"{source}: {where} must be a [[rule]] table, got {_got(rule)}.")
+        unknown = sorted(quote(k) for k in set(rule) - set(RULE_KEYS))
         if unknown:
             raise DpauditError(f"{source}: {where} has unknown keys {unknown}; allowed: {', '.join(RULE_KEYS)}.")
         if "metric" not in rule:
@@ -158,7 +180,7 @@ def parse_policy(data: dict, source: str = "policy") -> Policy:
             raise DpauditError(f"{source}: {where} ({metric}) has no bound; give 'min', 'max', 'min_from' or 'max_from'.")
         name = rule.get("name", "")
         if not isinstance(name, str):
-            raise DpauditError(f"{source}: {where}: 'name' must be a string.")
+            raise DpauditError(f"{source}: {where}: 'name' must be a string, got {_got(name)}.")
         low = _number(source, where, "min", rule["min"]) if "min" in rule else None
         high = _number(source, where, "max", rule["max"]) if "max" in rule else None
         if low is not None and high is not None and low > high:
@@ -177,51 +199,46 @@ def parse_policy(data: dict, source: str = "policy") -> Policy:
 
 
 def load_policy(path: str | Path) -> Policy:
-    """Read a TOML policy file."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise DpauditError(f"{path}: no such policy file.") from None
-    except OSError as e:
-        raise DpauditError(f"{path}: cannot read the policy ({e.strerror}).") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise DpauditError(f"{path}: not valid TOML ({e}).") from None
-    return parse_policy(data, str(path))
+    """Read a TOML policy file: its size and nesting checked before parsing, then every rule."""
+    text = read_text(path, max_bytes=MAX_POLICY_BYTES, what="policy file")
+    return parse_policy(parse_toml(text, path), str(path))
 
 
-def _lookup(result: AuditResult, path: str, rule: int) -> float:
-    """The number at `path`: `manifest.<field>` or a metric path; DpauditError if it names nothing."""
+def _lookup(result: AuditResult, path: str, where: str) -> float:
+    """The number at `path`: `manifest.<field>` or a metric path; DpauditError (its message
+    headed by `where`: the policy file and the rule) if it names nothing."""
     head, _, rest = path.partition(".")
     if head == "manifest":
         manifest = result.manifest or {}
         value = manifest.get(rest)
         if value is None:
-            raise DpauditError(f"rule {rule}: {path!r} names nothing: the result's manifest has no {rest!r}.")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DpauditError(f"rule {rule}: {path!r} is not a number ({value!r}).")
+            raise DpauditError(f"{where}: {path!r} names nothing: the result's manifest has no {rest!r}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise DpauditError(f"{where}: {path!r} is not a finite number (got {describe(value)}).")
         return float(value)
     if head not in result.checks:
         raise DpauditError(
-            f"rule {rule}: {path!r}: the check {head!r} was not run for this result "
+            f"{where}: {path!r}: the check {head!r} was not run for this result "
             f"(it has {', '.join(sorted(result.checks)) or 'no checks'}); run it or drop the rule."
         )
     try:
         value = result.get(path)
     except DpauditError as e:
-        raise DpauditError(f"rule {rule}: {e}") from None
+        raise DpauditError(f"{where}: {e}") from None
     if value is None:
-        raise DpauditError(f"rule {rule}: {path!r} is not set in this result.")
+        raise DpauditError(f"{where}: {path!r} is not set in this result.")
     return float(value)
 
 
 def apply_policy(result: AuditResult, policy: Policy) -> Verdict:
-    """Hold every rule against `result`; DpauditError for a rule that names nothing in it."""
+    """Hold every rule against `result`; DpauditError, naming the policy file and the rule, for a
+    rule that names nothing in it."""
     outcomes = []
     for i, rule in enumerate(policy.rules, start=1):
-        value = _lookup(result, rule.metric, i)
-        low = _lookup(result, rule.min_from, i) if rule.min_from else rule.min
-        high = _lookup(result, rule.max_from, i) if rule.max_from else rule.max
+        where = f"{policy.source or 'policy'}: rule {i}"
+        value = _lookup(result, rule.metric, where)
+        low = _lookup(result, rule.min_from, where) if rule.min_from else rule.min
+        high = _lookup(result, rule.max_from, where) if rule.max_from else rule.max
         if math.isnan(value):
             passed, message = False, f"{rule.metric} was not measured (NaN)"
         elif any(b is not None and math.isnan(b) for b in (low, high)):
@@ -257,7 +274,9 @@ def format_table(verdict: Verdict) -> str:
 
 
 def write_junit(verdict: Verdict, path: str | Path, *, result_name: str = "") -> Path:
-    """JUnit XML for CI dashboards: one testsuite, one testcase per rule, broken rules as <failure>."""
+    """JUnit XML for CI dashboards: one testsuite, one testcase per rule, broken rules as <failure>.
+    Written atomically (a temporary file beside it, then a rename); DpauditError naming the file
+    when it cannot be written (a folder that cannot be made, or is not writable)."""
     suites = ET.Element("testsuites", name="dpaudit gate")
     suite = ET.SubElement(
         suites,
@@ -276,7 +295,4 @@ def write_junit(verdict: Verdict, path: str | Path, *, result_name: str = "") ->
         if not o.passed:
             failure = ET.SubElement(case, "failure", message=o.message, type="threshold")
             failure.text = f"{o.message}; bound: {_bounds(o)}"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
-    return path
+    return write_atomic(path, ET.tostring(suites, encoding="utf-8", xml_declaration=True), what="JUnit file")

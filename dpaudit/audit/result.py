@@ -25,6 +25,12 @@ Schema `dpaudit.result/1` (a change that breaks readers bumps the number):
 
 A metric is addressed by the path `<check>.<metric>` (its value) or `<check>.<metric>.<field>`
 (e.g. `membership.auc.ci_high`); this is what gate policies name.
+
+`load_result` checks the type of every field above (`RESULT_SCHEMA`) and refuses a file over
+MAX_RESULT_BYTES or nested deeper than MAX_DEPTH before parsing it, with one sentence naming the
+file and the field. Unknown fields are ignored (a newer dpaudit may add some); the fields added
+after the first version (settings, title, question, headlines) may be missing. `save` writes
+through a temporary file and a rename, so a failed write never destroys the previous file.
 """
 
 from __future__ import annotations
@@ -38,11 +44,105 @@ from pathlib import Path
 
 import numpy as np
 
+from dpaudit.audit.schema import (
+    BOOLEAN,
+    COUNT,
+    INTEGER,
+    NUMBER,
+    OBJECT,
+    STRING,
+    At,
+    DictOf,
+    ListOf,
+    Nullable,
+    Pair,
+    Record,
+    check_values,
+    describe,
+    one_of,
+    parse_json,
+    read_text,
+    write_atomic,
+)
 from dpaudit.errors import DpauditError
+from dpaudit.manifest import MANIFEST_SCHEMA
 from dpaudit.metric import DIRECTIONS, Metric
 
 SCHEMA = "dpaudit.result/1"
-__all__ = ["DIRECTIONS", "SCHEMA", "AuditResult", "CheckResult", "Metric", "encode_png", "load_result"]
+# Largest result.json read. The demo's is 160 KB and a paper-profile MNIST audit (longer ROC
+# curves, larger image grids) a few MB; 64 MiB is that many times over, while parsing a hostile
+# file of that size (64 MiB of `{},` becomes 22 million dicts) stays under 2 GB of memory.
+MAX_RESULT_BYTES = 64 * 2**20
+__all__ = ["DIRECTIONS", "MAX_RESULT_BYTES", "RESULT_SCHEMA", "SCHEMA", "AuditResult", "CheckResult", "Metric",
+           "encode_png", "load_result"]
+
+# The schema of a result.json, field by field (dpaudit/audit/schema.py has the checkers).
+METRIC_SCHEMA = Record(
+    {
+        "value": Nullable(NUMBER),  # null: not measured (NaN)
+        "direction": one_of(*DIRECTIONS),
+        "meaning": STRING,
+        "range": Nullable(Pair()),  # a null bound: infinite
+        "ci": Nullable(Pair()),
+        "baseline": Nullable(NUMBER),
+        "target": Nullable(NUMBER),
+        "n": DictOf(COUNT),
+    },
+    required=("value", "direction", "meaning"),
+)
+FIGURE_SCHEMA = Record({"caption": STRING, "png": STRING}, required=("caption", "png"), keep_unknown=True)
+CHECK_SCHEMA = Record(
+    {
+        "check": STRING,
+        "metrics": DictOf(METRIC_SCHEMA),
+        "details": OBJECT,
+        "figures": DictOf(FIGURE_SCHEMA),
+        "seconds": NUMBER,
+        "title": STRING,
+        "question": STRING,
+        "headlines": ListOf(STRING),
+    },
+    required=("check",),
+)
+# ImageSet.to_dict() (plus the sample grid, for the synthetic set); free-form beyond these fields.
+IMAGE_SET_SCHEMA = Record(
+    {
+        "name": STRING,
+        "source": STRING,
+        "count": COUNT,
+        "shape": ListOf(COUNT),
+        "num_classes": Nullable(COUNT),
+        "labelled": BOOLEAN,
+        "fingerprint": STRING,
+        "samples_png": STRING,
+    },
+    keep_unknown=True,
+)
+RESULT_SCHEMA = Record(
+    {
+        "schema": STRING,
+        "synthetic": IMAGE_SET_SCHEMA,
+        "reference": Record(
+            {"dataset": Nullable(STRING), "split_id": Nullable(STRING), "members": IMAGE_SET_SCHEMA,
+             "holdout": IMAGE_SET_SCHEMA, "test": IMAGE_SET_SCHEMA},
+            keep_unknown=True,
+        ),
+        # name null: no check of the audit used image features
+        "feature_extractor": Record({"name": Nullable(STRING), "dim": Nullable(COUNT), "sha256": Nullable(STRING)},
+                                    keep_unknown=True),
+        "seed": INTEGER,
+        "profile": STRING,
+        "checks": DictOf(CHECK_SCHEMA),
+        "manifest": Nullable(MANIFEST_SCHEMA),
+        "manifest_missing": ListOf(STRING),
+        "warnings": ListOf(STRING),
+        "versions": DictOf(STRING),
+        "settings": OBJECT,
+        "created": STRING,
+        "dpaudit_version": STRING,
+    },
+    required=("schema", "synthetic", "reference", "feature_extractor", "seed", "profile"),
+)
 
 
 @dataclass
@@ -90,24 +190,30 @@ class AuditResult:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json() + "\n")
-        return path
+        """Write result.json atomically (a temporary file beside it, then a rename): a full disk
+        or a crash leaves the previous file whole. DpauditError naming the file if it fails."""
+        return write_atomic(path, (self.to_json() + "\n").encode("utf-8"), what="result")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "AuditResult":
-        data = dict(data)
+    def from_dict(cls, data: dict, source: str = "result") -> AuditResult:
+        """An AuditResult from parsed result.json, every field's type checked (RESULT_SCHEMA);
+        DpauditError naming `source` and the field otherwise. Unknown fields are ignored."""
+        at = At(source)
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            got = describe(data.get("schema")) if isinstance(data, dict) else f"{describe(data)}, not an object"
+            raise at.error(f"not a dpaudit result (schema {got}, expected {SCHEMA!r})")
+        check_values(data, at)
+        data = RESULT_SCHEMA(data, at)
         checks = {
             name: CheckResult(
                 check=c["check"],
-                metrics={k: Metric(**_tuples(m)) for k, m in c.get("metrics", {}).items()},
+                metrics={k: Metric(**m) for k, m in c.get("metrics", {}).items()},
                 details=c.get("details", {}),
                 figures=c.get("figures", {}),
                 seconds=c.get("seconds", 0.0),
                 title=c.get("title", ""),
                 question=c.get("question", ""),
-                headlines=list(c.get("headlines", [])),
+                headlines=c.get("headlines", []),
             )
             for name, c in data.pop("checks", {}).items()
         }
@@ -135,20 +241,8 @@ class AuditResult:
 
 
 def load_result(path: str | Path) -> AuditResult:
-    """Read a result.json written by `evaluate`, checking its schema."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DpauditError(f"{path}: no such file.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DpauditError(f"{path}: not valid JSON ({e}).") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise DpauditError(f"{path}: not a dpaudit result (expected schema {SCHEMA!r}).")
-    try:
-        return AuditResult.from_dict(data)
-    except (TypeError, KeyError, ValueError) as e:
-        raise DpauditError(f"{path}: malformed dpaudit result ({e}).") from None
+    """Read a result.json written by `evaluate`, checking its size, nesting and schema."""
+    return AuditResult.from_dict(parse_json(read_text(path, max_bytes=MAX_RESULT_BYTES), path), str(path))
 
 
 def encode_png(image: np.ndarray) -> str:
@@ -161,14 +255,6 @@ def encode_png(image: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(image.astype(np.uint8)).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _tuples(metric: dict) -> dict:
-    metric = dict(metric)
-    for key in ("range", "ci"):
-        if metric.get(key) is not None:
-            metric[key] = tuple(metric[key])
-    return metric
 
 
 def _jsonable(obj):
