@@ -288,9 +288,9 @@ def _png(path, array) -> Path:
     return path
 
 
-def _pngs(folder, *names, array=np.zeros((4, 4), np.uint8)) -> Path:
+def _pngs(folder, *names, array=None) -> Path:
     for name in names:
-        _png(folder / name, array)
+        _png(folder / name, np.zeros((4, 4), np.uint8) if array is None else array)
     return folder
 
 
@@ -404,6 +404,9 @@ BAD_INPUTS = {
         lambda t: _write(t / "zero-idx3-ubyte", _idx_bytes((0, 2**32 - 1, 2**32 - 1))), r"numpy cannot hold the IDX shape \(0, 4294967295"
     ),
     "idx-100-dimensions": Case(lambda t: _write(t / "deep-idx", _idx_bytes((1,) * 100, b"\x00")), r"numpy cannot hold the IDX shape"),
+    "idx-255-huge-dimensions": Case(
+        lambda t: _write(t / "wide-idx", _idx_bytes((2**32 - 1,) * 255)), r"claims shape \(4294967295, 4294967295, 4294967295, 4294967295, \.\.\.: 255 dimensions\) of uint8, which needs about 2\^8162 bytes"
+    ),
     "idx-over-a-small-budget": Case(
         lambda t: _write(t / "s-idx3-ubyte", _idx_bytes((2, 3, 4), bytes(24))), r"needs 120 bytes.*budget of 100 bytes", "100"
     ),
@@ -573,6 +576,7 @@ def test_the_zip_bomb_helper_writes_a_real_npz(tmp_path):
         ("1.5K", 1536),
         ("123456789", 123456789),
         ("100b", 100),
+        ("9" * 400, int("9" * 400)),
     ],
 )
 def test_memory_budget_values(monkeypatch, text, expected):
