@@ -5,6 +5,7 @@ file), and an output folder is checked to be writable before the work that fills
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,18 +14,30 @@ from typing import Iterator
 from dpaudit.errors import DpauditError
 
 
+def create_beside(path: Path) -> tuple[int, Path]:
+    """A new, empty temporary file in `path`'s folder, opened for writing: (descriptor, path).
+    Hand-written rather than tempfile.mkstemp, whose files are mode 0600: the output renamed
+    from it must get the usual mode (0666 less the umask), like any file the user writes."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def write_atomic(path: str | Path, data: bytes) -> Path:
     """Write `data` to a temporary file beside `path`, then rename it over `path`; an OSError
     (a full disk) propagates and leaves `path` as it was and no temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = create_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        os.replace(name, path)
+        os.replace(tmp, path)
     except BaseException:
-        Path(name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -36,11 +49,10 @@ def staged(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = create_beside(path)
     except OSError as e:
         raise DpauditError(f"{path}: cannot write here ({e.strerror or e}).") from None
     os.close(fd)
-    tmp = Path(name)
     try:
         yield tmp
         os.replace(tmp, path)

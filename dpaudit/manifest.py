@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from dpaudit.audit.schema import (
+from dpaudit.schema import (
     INTEGER,
     NAME,
     OBJECT,
@@ -44,8 +44,8 @@ from dpaudit.audit.schema import (
     one_of,
     parse_json,
     read_text,
-    write_atomic,
 )
+from dpaudit.files import staged
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA = "dpaudit.manifest/1"
@@ -99,7 +99,10 @@ class Manifest:
 
     def write(self, folder: str | Path) -> Path:
         """Write manifest.json into `folder`, atomically (a temporary file, then a rename)."""
-        return write_atomic(Path(folder) / MANIFEST_NAME, (json.dumps(self.to_dict(), indent=2) + "\n").encode(), what="manifest")
+        path = Path(folder) / MANIFEST_NAME
+        with staged(path) as temporary:
+            temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
 
 
 # Every field's type; unknown fields are kept (read_manifest moves them to details).

@@ -46,3 +46,12 @@ def test_writable_folder_is_created_and_a_file_in_the_way_is_refused(tmp_path):
                                          ("esc\x1b[31m", "esc\\x1b[31m"), ("plain name.png", "plain name.png")])
 def test_one_line_escapes_what_could_forge_a_line(name, shown):
     assert one_line(f"{name}: bad") == f"{shown}: bad" and "\n" not in one_line(name)
+
+
+def test_outputs_get_the_usual_mode_not_a_private_temporary_ones(tmp_path):
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    write_atomic(tmp_path / "a", b"x")
+    with staged(tmp_path / "b") as tmp:
+        tmp.write_text("x")
+    assert os.stat(tmp_path / "a").st_mode == os.stat(tmp_path / "b").st_mode == os.stat(plain).st_mode

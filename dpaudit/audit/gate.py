@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpaudit.audit.result import AuditResult
-from dpaudit.audit.schema import describe, parse_toml, quote, read_text, write_atomic
+from dpaudit.schema import describe, parse_toml, quote, read_text
 from dpaudit.errors import DpauditError
+from dpaudit.files import staged
 
 BOUND_KEYS = ("min", "max", "min_from", "max_from")
 RULE_KEYS = ("metric", "name", *BOUND_KEYS)
@@ -275,8 +276,9 @@ def format_table(verdict: Verdict) -> str:
 
 def write_junit(verdict: Verdict, path: str | Path, *, result_name: str = "") -> Path:
     """JUnit XML for CI dashboards: one testsuite, one testcase per rule, broken rules as <failure>.
-    Written atomically (a temporary file beside it, then a rename); DpauditError naming the file
-    when it cannot be written (a folder that cannot be made, or is not writable)."""
+    Written atomically (a temporary file beside it, then a rename: dpaudit.files.staged);
+    DpauditError naming the file when it cannot be written (a folder that cannot be made, or is
+    not writable), the previous file then unchanged."""
     suites = ET.Element("testsuites", name="dpaudit gate")
     suite = ET.SubElement(
         suites,
@@ -295,4 +297,7 @@ def write_junit(verdict: Verdict, path: str | Path, *, result_name: str = "") ->
         if not o.passed:
             failure = ET.SubElement(case, "failure", message=o.message, type="threshold")
             failure.text = f"{o.message}; bound: {_bounds(o)}"
-    return write_atomic(path, ET.tostring(suites, encoding="utf-8", xml_declaration=True), what="JUnit file")
+    data = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
+    with staged(path) as temporary:  # an OSError becomes a DpauditError naming the file
+        temporary.write_bytes(data)
+    return Path(path)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dpaudit.audit.schema import (
+from dpaudit.schema import (
     BOOLEAN,
     COUNT,
     INTEGER,
@@ -52,19 +52,21 @@ from dpaudit.audit.schema import (
     OBJECT,
     STRING,
     At,
+    Check,
     DictOf,
     ListOf,
     Nullable,
     Pair,
     Record,
+    Scalar,
     check_values,
     describe,
     one_of,
     parse_json,
     read_text,
-    write_atomic,
 )
 from dpaudit.errors import DpauditError
+from dpaudit.files import staged
 from dpaudit.manifest import MANIFEST_SCHEMA
 from dpaudit.metric import DIRECTIONS, Metric
 
@@ -90,12 +92,36 @@ METRIC_SCHEMA = Record(
     },
     required=("value", "direction", "meaning"),
 )
+
+
+class _AttackTable(Check):
+    """`details.attacks` of a check: free-form, but the report tabulates every field that is a
+    number in one attack across all of them, so there it must be a number (or null) in each."""
+
+    _cell = Nullable(Scalar("a finite number (as in the other attacks)", NUMBER.shape_ok))
+
+    def inner_check(self, value, at: At):
+        if isinstance(value, dict):
+            attacks = {name: a for name, a in value.items() if isinstance(a, dict)}
+            numeric = {k for a in attacks.values() for k, v in a.items() if NUMBER.shape_ok(v)}
+            for name, attack in attacks.items():
+                for key in numeric & attack.keys():
+                    self._cell(attack[key], at / name / key)
+        return value
+
+
+# What the report reads of a check's free-form details, outside the plots that note a failure.
+DETAILS_SCHEMA = Record(
+    {"attacks": _AttackTable(), "claimed_epsilon": Nullable(NUMBER), "claim_violated": BOOLEAN,
+     "claim_warning": Nullable(STRING)},
+    keep_unknown=True,
+)
 FIGURE_SCHEMA = Record({"caption": STRING, "png": STRING}, required=("caption", "png"), keep_unknown=True)
 CHECK_SCHEMA = Record(
     {
         "check": STRING,
         "metrics": DictOf(METRIC_SCHEMA),
-        "details": OBJECT,
+        "details": DETAILS_SCHEMA,
         "figures": DictOf(FIGURE_SCHEMA),
         "seconds": NUMBER,
         "title": STRING,
@@ -192,16 +218,27 @@ class AuditResult:
     def save(self, path: str | Path) -> Path:
         """Write result.json atomically (a temporary file beside it, then a rename): a full disk
         or a crash leaves the previous file whole. DpauditError naming the file if it fails."""
-        return write_atomic(path, (self.to_json() + "\n").encode("utf-8"), what="result")
+        text = self.to_json() + "\n"  # before anything is touched: a failure here leaves the old file
+        with staged(path) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+        return Path(path)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "result") -> AuditResult:
         """An AuditResult from parsed result.json, every field's type checked (RESULT_SCHEMA);
         DpauditError naming `source` and the field otherwise. Unknown fields are ignored."""
         at = At(source)
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            got = describe(data.get("schema")) if isinstance(data, dict) else f"{describe(data)}, not an object"
-            raise at.error(f"not a dpaudit result (schema {got}, expected {SCHEMA!r})")
+        if not isinstance(data, dict):
+            raise at.error(f"not a dpaudit result: the document is {describe(data)}, not an object with schema {SCHEMA!r}")
+        schema = data.get("schema")
+        if schema != SCHEMA:
+            if "schema" not in data:
+                got = "no schema"
+            elif isinstance(schema, str) and len(schema) <= 40:
+                got = f"schema {schema!r}"
+            else:
+                got = f"schema {describe(schema)}"
+            raise at.error(f"not a dpaudit result ({got}, expected {SCHEMA!r})")
         check_values(data, at)
         data = RESULT_SCHEMA(data, at)
         checks = {

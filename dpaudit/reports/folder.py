@@ -9,12 +9,11 @@ happens, the folder never holds a report of another result, and never half a fil
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from dpaudit.audit.result import AuditResult
 from dpaudit.errors import DpauditError
-from dpaudit.files import check_writable_folder
+from dpaudit.files import check_writable_folder, create_beside
 from dpaudit.reports.html import render_report
 
 RESULT_FILE = "result.json"
@@ -54,8 +53,8 @@ def write_audit(result: AuditResult, folder: str | Path, *, report: bool = True)
 
 def _write_temporary(path: Path, text: str, created: list[Path]) -> Path:
     """`text` in a new temporary file beside `path` (recorded in `created`, to be removed)."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    created.append(Path(name))
+    fd, tmp = create_beside(path)
+    created.append(tmp)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
-    return Path(name)
+    return tmp

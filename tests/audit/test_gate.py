@@ -1,12 +1,21 @@
 """The CI gate: policy parsing, verdicts against hand-built results, JUnit XML, exit codes."""
 
 import math
+import os
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
 from click.testing import CliRunner
 
-from dpaudit.audit.gate import apply_policy, format_table, load_policy, parse_policy, write_junit
+from dpaudit.audit.gate import (
+    MAX_POLICY_BYTES,
+    apply_policy,
+    format_table,
+    load_policy,
+    parse_policy,
+    write_junit,
+)
 from dpaudit.cli import cli
 from dpaudit.errors import DpauditError
 from tests.reports.fakes import fake_result
@@ -33,6 +42,12 @@ max_from = "manifest.epsilon"
 metric = "utility.tstr_accuracy"
 min = 0.8
 """
+
+
+def sparse(path, size: int) -> None:
+    """A file of `size` bytes that takes no room on disk."""
+    path.touch()
+    os.truncate(path, size)
 
 
 def policy(text: str):
@@ -98,8 +113,17 @@ def test_nan_value_fails():
     ],
 )
 def test_a_path_that_names_nothing_is_an_error(text, message):
-    with pytest.raises(DpauditError, match=message):
+    with pytest.raises(DpauditError, match=message) as info:
         apply_policy(fake_result(), policy(text))
+    assert str(info.value).startswith("policy.toml: rule 1: ")  # the policy file and the rule
+
+
+def test_errors_of_applying_a_rule_name_the_policy_file_and_the_rule(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY + '\n[[rule]]\nmetric = "membership.auc"\nmax_from = "manifest.generator"\n')
+    with pytest.raises(DpauditError) as info:
+        apply_policy(fake_result(), load_policy(path))
+    assert str(info.value) == f"{path}: rule 6: 'manifest.generator' is not a finite number (got the string 'dp-merf')."
 
 
 def test_claim_rule_without_a_claimed_epsilon_is_an_error():
@@ -135,6 +159,66 @@ def test_bad_policies_are_refused(text, message):
         policy(text)
 
 
+BAD_RULES = [
+    ("[rule]\nmetric = 'membership.auc'\nmax = 1\n",
+     "'rule' must be an array of tables: write [[rule]], with two brackets, above each rule."),
+    ("rule = ['membership.auc']\n", "rule 1 must be a [[rule]] table, got the string 'membership.auc'."),
+    ("[[rule]]\nmetric = ['membership.auc']\nmax = 1\n",
+     "rule 1: 'metric' must be a path like 'check.metric' or 'check.metric.field', got a list of 1."),
+    ("[[rule]]\nmetric = 'membership. auc'\nmax = 1\n",
+     "rule 1: 'metric' must be a path like 'check.metric' or 'check.metric.field', got the string 'membership. auc'."),
+    ("[[rule]]\nmetric = 'membership.auc'\nmax = 1\n[[rule]]\nmetric = 'utility.tstr_accuracy'\nmin = {value = 0.8}\n",
+     "rule 2: 'min' must be a finite number, got a table."),
+    ("[[rule]]\nmetric = 'membership.auc'\nmax = 1979-05-27\n", "rule 1: 'max' must be a finite number, got a date/time (1979-05-27)."),
+    ("[[rule]]\nmetric = 'membership.auc'\nmax = 'x'\nname = 3\n", "rule 1: 'name' must be a string, got 3."),
+    ("[[rule]]\nmetric = 'membership.auc'\nmax_from = 'manifest.epsilon.claimed'\n",
+     "rule 1: 'max_from' must name one field of the manifest, like 'manifest.epsilon', got the string 'manifest.epsilon.claimed'."),
+    ("[[rule]]\nmetric = 'membership.auc'\nmin_from = ['utility.tstr_accuracy']\n",
+     "rule 1: 'min_from' must be a path like 'check.metric' or 'check.metric.field', got a list of 1."),
+    ("[[rule]]\nmetric = 'membership.auc'\n'max\\n' = 1\n",
+     "rule 1 has unknown keys ['max\\\\n']; allowed: metric, name, min, max, min_from, max_from."),
+    ("x = " + "[" * 100_000 + "]" * 100_000 + "\n", "nests 100,000 levels deep, over the limit of 64."),
+    ("x = " + "{a = " * 65 + "1" + "}" * 65 + "\n", "nests 65 levels deep, over the limit of 64."),
+    ("a" + ".a" * 100_000 + " = 1\n", "has a dotted key of 100,001 parts, over the limit of 64."),
+    ("[[rule]]\nmetric = 'membership.auc'\nmax = 0.6\n[" + "a." * 70 + "a]\n", "has a dotted key of 71 parts, over the limit of 64."),
+    ("[[rule]]\nmetric =", "not valid TOML (Invalid value (at end of document))."),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_RULES, ids=[m[:40] for _, m in BAD_RULES])
+def test_a_bad_policy_file_is_one_sentence_naming_the_file_and_the_rule(tmp_path, text, message):
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    with pytest.raises(DpauditError) as info:
+        load_policy(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_brackets_and_dots_in_strings_and_comments_do_not_count(tmp_path):
+    path = tmp_path / "policy.toml"
+    deep = "[" * 100 + "a." * 100
+    path.write_text(f"# {deep}\n[[rule]]\nname = '{deep}'\nmetric = 'membership.auc'  # {deep}\nmax = 0.6\n"
+                    f'[[rule]]\nname = """{deep}\n{deep}"""\nmetric = "utility.tstr_accuracy"\nmin = 0.5\n')
+    assert [r.name for r in load_policy(path).rules] == [deep, f"{deep}\n{deep}"]
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b"\xfe[[rule]]"), "not UTF-8 text (byte 0xfe at offset 0)."),
+        (lambda p: p.mkdir(), "is a folder, not a policy file."),
+        (lambda p: sparse(p, MAX_POLICY_BYTES + 1), f"{MAX_POLICY_BYTES + 1:,} bytes is over the limit of 1 MiB for a policy file."),
+    ],
+    ids=["not utf-8", "folder", "over the size cap"],
+)
+def test_a_policy_file_that_cannot_be_read(tmp_path, make, message):
+    path = tmp_path / "policy.toml"
+    make(path)
+    with pytest.raises(DpauditError) as info:
+        load_policy(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
 def test_load_policy_names_the_file(tmp_path):
     with pytest.raises(DpauditError, match="no such policy file"):
         load_policy(tmp_path / "missing.toml")
@@ -163,6 +247,55 @@ def test_junit_xml(tmp_path):
     failed = [c.get("name") for c in cases if c.find("failure") is not None]
     assert failed == ["membership.auc <= 0.6", "empirical epsilon within the claim"]
     assert "above 10" in cases[3].find("failure").get("message")
+
+
+def test_junit_is_written_atomically(tmp_path, monkeypatch):
+    verdict = apply_policy(fake_result(), policy(POLICY))
+    path = write_junit(verdict, tmp_path / "gate.xml")
+    before = path.read_bytes()
+    assert before.startswith(b"<?xml version='1.0' encoding='utf-8'?>")
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", full_disk)
+    with pytest.raises(DpauditError) as info:
+        write_junit(apply_policy(fake_result(auc=0.9), policy(POLICY)), path)
+    assert str(info.value) == f"{path}: could not be written (No space left on device); any previous file is unchanged."
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["gate.xml"]
+
+
+def test_junit_over_a_folder_is_one_sentence(tmp_path):
+    (tmp_path / "gate.xml").mkdir()
+    with pytest.raises(DpauditError, match=r"gate\.xml: could not be written \(Is a directory\)"):
+        write_junit(apply_policy(fake_result(), policy(POLICY)), tmp_path / "gate.xml")
+
+
+@pytest.mark.parametrize("junit", ["file/gate.xml", "file/deeper/gate.xml"], ids=["under a file", "deeper under a file"])
+def test_cli_junit_that_cannot_be_written_exits_2_in_one_line_and_prints_no_verdict(tmp_path, junit):
+    (tmp_path / "policy.toml").write_text(POLICY)
+    (tmp_path / "file").write_text("x")
+    result = fake_result(auc=0.5).save(tmp_path / "result.json")
+    run = CliRunner().invoke(cli, ["gate", str(result), "--policy", str(tmp_path / "policy.toml"), "--junit", str(tmp_path / junit)])
+    assert run.exit_code == 2, run.output
+    [line] = run.output.splitlines()  # the error alone: no table, no PASS before it
+    assert re.fullmatch(rf"Error: {re.escape(str(tmp_path / junit))}: cannot write here \(.+\)\.", line), line
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_cli_junit_in_a_read_only_folder_exits_2(tmp_path):
+    (tmp_path / "policy.toml").write_text(POLICY)
+    result = fake_result(auc=0.5).save(tmp_path / "result.json")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        run = CliRunner().invoke(cli, ["gate", str(result), "--policy", str(tmp_path / "policy.toml"),
+                                       "--junit", str(locked / "gate.xml")])
+    finally:
+        locked.chmod(0o700)
+    assert run.exit_code == 2 and run.output.splitlines() == [
+        f"Error: {locked / 'gate.xml'}: cannot write here (Permission denied)."]
 
 
 def test_cli_exit_codes(tmp_path):
