@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dpaudit.errors import DpauditError
+from dpaudit.errors import DpauditError, quote_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Largest image (in pixels) a reader accepts; PIL's own bomb check is tied to this.
@@ -61,15 +61,6 @@ def memory_budget() -> int:
             "write a number with an optional K, M, G or T suffix, such as 4G."
         )
     return budget
-
-
-def quote_path(path) -> str:
-    """`path` as text for a message: non-printable characters (a newline, an escape) written
-    as repr() writes them, so a file name cannot forge lines; ordinary names are unchanged."""
-    text = os.fsdecode(path) if isinstance(path, bytes) else str(path)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _cause(e: BaseException) -> str:

@@ -29,7 +29,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from dpaudit.errors import DpauditError, one_line
+from dpaudit.errors import DpauditError
+from dpaudit.errors import quote_path as quote
 
 # Deepest nesting of arrays/objects (tables) a document may have. dpaudit's own documents nest
 # at most about 8 levels (checks.membership.details.attacks.nn_distance.roc.fpr); 64 leaves room
@@ -39,11 +40,6 @@ _CHUNK = 1 << 22  # brackets per step of the count: its temporary arrays stay un
 
 
 # ---------------------------------------------------------------- messages
-
-
-def quote(path: str | os.PathLike) -> str:
-    """A file name for a message, non-printable characters escaped (a name cannot forge lines)."""
-    return one_line(os.fsdecode(path) if isinstance(path, bytes) else str(path))
 
 
 def _short(text: str, limit: int = 40) -> str:
