@@ -353,6 +353,90 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
                f"epsilon {generator.privacy_report()['epsilon']:.4g} at delta {delta:g}")
 
 
+@cli.command("audit-training")
+@click.option("--generator", "generator_name", help="Train dpaudit's reference generator NAME (see `dpaudit generate`).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="A hyper-parameter of --generator (repeatable).")
+@click.option("--command", "command_template", metavar="'TEMPLATE'",
+              help="Train with your own script, e.g. 'python train.py --data {members} --out {out} --epsilon {epsilon} "
+              "--delta {delta} --seed {seed} --num {num}'; it writes PNGs or one .npz (and manifest.json) to {out}.")
+@click.option("--data-format", type=click.Choice(["png", "npz"]), default="png", show_default=True,
+              help="How --command gets its training data: PNGs with labels.csv, or one .npz (x, y).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=3600, show_default=True,
+              help="Seconds one run of --command may take.")
+@reference_options
+@click.option("--epsilon", type=click.FloatRange(min=0, min_open=True), required=True, help="The claimed epsilon under test.")
+@click.option("--delta", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULT_DELTA,
+              show_default=True, help="The claimed delta.")
+@click.option("--profile", type=ProfileName(), default="quick", show_default=True,
+              help="Canaries per run: quick 200, standard 1000, paper 2000.")
+@click.option("--canaries", type=click.IntRange(min=2), help="Canaries per run (default: the profile's).")
+@click.option("--kind", type=click.Choice(["mislabeled", "stamped", "ood", "clean"]), help="Canary kind (default: the profile's, mislabeled).")
+@click.option("--train-members", type=click.IntRange(min=1), help="Members trained beside the canaries (default: all).")
+@click.option("--samples", type=click.IntRange(min=1), help="Images released per run (default: as many as it trained on).")
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Independent training runs pooled into one bound.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Run the runs one after another, or as Ray tasks (pip install 'dpaudit[ray]').")
+@click.option("--ray-address", help="An existing Ray cluster (default: start a local one for the job).")
+@click.option("--cpus-per-run", type=click.FloatRange(min=0, min_open=True), default=1, show_default=True,
+              help="CPUs each Ray task asks for.")
+@click.option("--seed", type=SEED, help="Seed of the canaries, coins and training runs (default: a secret random one, "
+              "recorded in the result afterwards).")
+@click.option("--no-features", is_flag=True, help="Score in pixel space only (no LeNet feature rule).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="dpaudit-training-audit", show_default=True,
+              help="Folder for result.json, report.html and the runs' logs.")
+@click.option("--no-report", is_flag=True, help="Write result.json only.")
+def audit_training_command(generator_name, overrides, command_template, data_format, timeout_s, dataset, members,
+                           holdout, test, split_seed, data_root, download, epsilon, delta, profile, canaries, kind,
+                           train_members, samples, runs, backend, ray_address, cpus_per_run, seed, no_features, device,
+                           out, no_report):
+    """Test a privacy claim: train with canaries included by coin flips, score the release per canary,
+    and prove (or fail to prove) that the claimed epsilon is false.
+
+    The verdict is refuted (a lower bound above the claim), consistent, or inconclusive (too few
+    canaries for any attack to refute the claim; it says how many would do).
+    """
+    import dataclasses
+    import secrets
+
+    from dpaudit.audit.features import load_extractor
+    from dpaudit.audit.profiles import get_profile
+    from dpaudit.audit.trainers import CommandTrainer, GeneratorTrainer
+    from dpaudit.audit.training_audit import audit_training
+    from dpaudit.files import check_writable_folder
+    from dpaudit.privacy import PrivacyBudget
+    from dpaudit.reports.folder import write_audit
+
+    if bool(generator_name) == bool(command_template):
+        raise DpauditError("give exactly one of --generator NAME and --command 'TEMPLATE'.")
+    if overrides and not generator_name:
+        raise DpauditError("--set changes a hyper-parameter of --generator; --command takes its options in the template.")
+    trainer = (GeneratorTrainer(generator_name, tuple(overrides), device) if generator_name
+               else CommandTrainer(command_template, data_format, timeout_s))
+    trainer.check()
+    chosen = get_profile(profile)
+    changes = {k: v for k, v in dict(canaries=canaries, kind=kind, members=train_members, samples=samples,
+                                      features=False if no_features else None).items() if v is not None}
+    config = dataclasses.replace(chosen.training_audit, **changes)
+    out = Path(out)
+    check_writable_folder(out)
+    reference = load_reference(dataset, members, holdout, test, split_seed, None, data_root, download)
+    seed = secrets.randbits(31) if seed is None else seed
+    embed = load_extractor(reference, None, device) if config.features else None
+    result = audit_training(
+        trainer, reference, PrivacyBudget(epsilon, delta), config=config, runs=runs, seed=seed, backend=backend,
+        ray_address=ray_address, cpus_per_run=cpus_per_run, embed=embed, profile=chosen.name,
+        settings=dataclasses.asdict(config), dataset=dataset, log_dir=out / "runs",
+    )
+    for path in write_audit(result, out, report=not no_report):
+        click.echo(f"wrote {path}")
+    check = result.checks["training_audit"]
+    click.echo(f"verdict: {check.details['verdict']} (epsilon >= {check.metrics['epsilon_lower_bound'].value:.3g} proven, "
+               f"ceiling {check.metrics['ceiling'].value:.3g}, claim {epsilon:g}, {check.metrics['ceiling'].n['canaries']} canaries)")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False), default="dpaudit-demo", show_default=True,
               help="Folder for the synthetic set, result.json and report.html.")

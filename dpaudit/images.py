@@ -660,16 +660,23 @@ def read_idx(path: str | Path, raw: bytes | None = None) -> np.ndarray:
 # ---------------------------------------------------------------- writers
 
 
-def write_png_folder(images: ImageSet, folder: str | Path) -> Path:
-    """Write PNGs: `folder/<label>/<index>.png` when labelled, else `folder/<index>.png`."""
+def write_png_folder(images: ImageSet, folder: str | Path, *, labels_csv: bool = False) -> Path:
+    """Write PNGs: `folder/<label>/<index>.png` when labelled, else `folder/<index>.png`; with
+    `labels_csv`, flat `folder/<index>.png` and the labels in `folder/labels.csv` (file,label)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     pixels = to_uint8(images.x).permute(0, 2, 3, 1).numpy()
     width = len(str(len(images)))
+    rows = []
     for i, img in enumerate(pixels):
-        sub = folder if images.y is None else folder / str(int(images.y[i]))
+        flat = images.y is None or labels_csv
+        sub = folder if flat else folder / str(int(images.y[i]))
         sub.mkdir(exist_ok=True)
         Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img).save(sub / f"{i:0{width}d}.png")
+        if images.y is not None and labels_csv:
+            rows.append(f"{i:0{width}d}.png,{int(images.y[i])}\n")
+    if rows:
+        (folder / "labels.csv").write_text("file,label\n" + "".join(rows))
     return folder
 
 

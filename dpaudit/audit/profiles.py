@@ -4,7 +4,8 @@ A profile is a typed object whose fields are the settings of every check and att
 own config classes, so that `evaluate()`, the CLI and `result.json` (its "settings") all read
 the same thing. A check's settings are the profile's field of the check's name (`settings()`);
 `classifiers` (the TSTR / TRTR CNN) and `matching` (images matched to the members) are shared
-by several checks. A check the profile has no field for runs with its Config's defaults.
+by several checks; `training_audit` holds the canary audit's settings (`dpaudit audit-training`).
+A check the profile has no field for runs with its Config's defaults.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dpaudit.audit.fidelity import FidelityConfig
 from dpaudit.audit.matching import MatchingConfig
 from dpaudit.audit.membership_check import MembershipConfig
 from dpaudit.audit.similarity import SimilarityConfig
+from dpaudit.audit.training_audit import TrainingAuditConfig
 from dpaudit.audit.utility import UtilityConfig
 from dpaudit.errors import DpauditError
 
@@ -43,6 +45,7 @@ class Profile:
     gan_attack: GANAttackConfig
     memorization: MemorizationConfig
     grid_rows: int
+    training_audit: TrainingAuditConfig  # `dpaudit audit-training`, not a check of `evaluate`
 
     def settings(self, check: str) -> Any:
         """The settings of `check`: this profile's field of that name, else the defaults of the
@@ -73,6 +76,7 @@ QUICK = Profile(
     gan_attack=GANAttackConfig(steps=100, n_prototypes=2),
     memorization=MemorizationConfig(method="correlation", n_secrets=8, epochs=3, max_train=1000),
     grid_rows=8,
+    training_audit=TrainingAuditConfig(canaries=200),
 )
 
 STANDARD = Profile(
@@ -91,6 +95,7 @@ STANDARD = Profile(
     gan_attack=GANAttackConfig(steps=300, n_prototypes=4),
     memorization=MemorizationConfig(method="correlation", n_secrets=32, epochs=6, max_train=5000),
     grid_rows=12,
+    training_audit=TrainingAuditConfig(canaries=1000),
 )
 
 PAPER = Profile(
@@ -109,6 +114,7 @@ PAPER = Profile(
     gan_attack=GANAttackConfig(steps=3000, n_prototypes=8),
     memorization=MemorizationConfig(method="correlation", n_secrets=64, epochs=30, max_train=None),
     grid_rows=16,
+    training_audit=TrainingAuditConfig(canaries=2000),
 )
 
 PROFILES: dict[str, Profile] = {profile.name: profile for profile in (QUICK, STANDARD, PAPER)}

@@ -129,6 +129,15 @@ def _ssim_plot(hist: dict) -> dict:
     return image(png, caption, "SSIM to the nearest training image")
 
 
+def _canary_score_plot(hist: dict) -> dict:
+    png = plots.share_histogram(hist["edges"], {"canaries trained on (IN)": hist["included"],
+                                                "canaries left out (OUT)": hist["excluded"]},
+                                f"{hist['rule']} score (higher: more evidence of training)")
+    caption = ("Scores of the canaries that went into training (filled) against those that did not (line). "
+               "Without leakage the two have the same distribution; IN mass to the right is the evidence the bounds count.")
+    return image(png, caption, "Canary scores")
+
+
 def _roc_plot(details: dict) -> dict:
     attacks = {name: a for name, a in details["attacks"].items() if isinstance(a, dict) and "roc" in a}
     if not attacks:
@@ -167,6 +176,7 @@ def _special_plots(check: CheckResult, result: AuditResult) -> tuple[list[dict],
     builders = [
         ("per_class", "per_class" in details, lambda: _per_class_plot(details["per_class"])),
         ("ssim_hist", "ssim_hist" in details, lambda: _ssim_plot(details["ssim_hist"])),
+        ("score_hist", "score_hist" in details, lambda: _canary_score_plot(details["score_hist"])),
         ("attacks", "attacks" in details, lambda: _roc_plot(details)),
         ("epsilon_lower_bound", "epsilon_lower_bound" in check.metrics, lambda: _epsilon_plot(check, result)),
     ]
@@ -188,11 +198,12 @@ def _alerts(result: AuditResult) -> list[str]:
     """Findings that belong at the top of the page, above the other warnings (a warning that is
     also an alert is listed once, as the alert)."""
     alerts = []
-    membership = result.checks.get("membership")
-    if membership is not None and membership.details.get("claim_violated"):
-        bound = membership.metrics.get("epsilon_lower_bound")
-        claimed = membership.details.get("claimed_epsilon")
-        alerts.append(membership.details.get("claim_warning") or (
+    for _, check in ordered_checks(result):  # the membership check and the training audit
+        if not check.details.get("claim_violated"):
+            continue
+        bound = check.metrics.get("epsilon_lower_bound")
+        claimed = check.details.get("claimed_epsilon")
+        alerts.append(check.details.get("claim_warning") or (
             f"The empirical epsilon lower bound ({fmt(bound.value if bound else None)}) exceeds the claimed "
             f"epsilon ({fmt(claimed)}): the generator's privacy claim does not hold."
         ))

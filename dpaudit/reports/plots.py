@@ -67,17 +67,24 @@ def ssim_histogram(edges: Sequence[float], synthetic: Sequence[float], holdout: 
     """Histogram of each synthetic image's SSIM to its nearest real member, beside the same for
     holdout images (real images the generator never saw): mass to the right of the holdout
     curve means synthetic images closer to training images than fresh real data is."""
+    return share_histogram(edges, {"synthetic": synthetic, "holdout (baseline)": holdout}, "SSIM to the nearest member")
+
+
+def share_histogram(edges: Sequence[float], series: Mapping[str, Sequence[float] | None], xlabel: str) -> str:
+    """Counts over shared bins as shares of each series: the first filled, the others as lines
+    (a series that is None is left out)."""
     edges = np.asarray(edges, dtype=float)
     fig = Figure(figsize=(5.0, 2.8))
     ax = fig.add_subplot()
-    for i, (name, counts) in enumerate((("synthetic", synthetic), ("holdout (baseline)", holdout))):
+    for i, (name, counts) in enumerate(series.items()):
         if counts is None:
             continue
         counts = np.asarray(counts, dtype=float)
         share = counts / counts.sum() if counts.sum() > 0 else counts
-        ax.stairs(share, edges, label=name, color=COLOURS[i], fill=(i == 0), alpha=0.5 if i == 0 else 1.0, linewidth=1.8)
-    ax.set_xlabel("SSIM to the nearest member")
-    ax.set_ylabel("share of images")
+        ax.stairs(share, edges, label=plain(name), color=COLOURS[i], fill=(i == 0), alpha=0.5 if i == 0 else 1.0,
+                  linewidth=1.8)
+    ax.set_xlabel(plain(xlabel))
+    ax.set_ylabel("share")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
