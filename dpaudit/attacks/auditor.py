@@ -12,13 +12,26 @@ from typing import Callable
 
 import numpy as np
 
-from dpaudit.attacks.epsilon import EpsilonBound, one_run_epsilon_bound, split_threshold_epsilon
+from dpaudit.attacks.epsilon import (
+    EpsilonBound,
+    fdp_one_run_epsilon_bound,
+    one_run_epsilon_bound,
+    split_threshold_epsilon,
+)
 
 # name -> bound(scores, labels, *, delta, alpha, seed) -> EpsilonBound
 BOUNDS: dict[str, Callable[..., EpsilonBound]] = {
     "clopper_pearson": split_threshold_epsilon,
     "one_run": one_run_epsilon_bound,
+    "fdp_one_run": fdp_one_run_epsilon_bound,
 }
+# The bounds of the release audit (membership inference against fixed members: the usual
+# Clopper-Pearson practice and the one-run theorem) and of the training audit (canaries by coin
+# flips: both one-run theorems; the f-DP one holds a claim to its Gaussian trade-off curve).
+RELEASE_BOUNDS = ("clopper_pearson", "one_run")
+TRAINING_BOUNDS = ("one_run", "fdp_one_run")
+# The largest canary count `canaries_needed` tries: beyond it one audit run costs minutes.
+MAX_CANARIES = 2**16
 
 
 class CanaryScoreAuditor:
@@ -52,3 +65,37 @@ class CanaryScoreAuditor:
         perfect attack, which scores every IN target above every OUT target."""
         perfect = CanaryScoreAuditor(self.labels.astype(float), self.labels)
         return perfect.epsilon_lower_bound(method, delta=delta, alpha=alpha, seed=seed).value
+
+
+def claim_verdict(bound: float, ceiling: float, claimed: float | None) -> str:
+    """`refuted` (the bound exceeds the claim), `inconclusive` (the ceiling does not: no attack
+    on these many targets could have refuted it), `consistent`, or `no claim`."""
+    if claimed is None:
+        return "no claim"
+    if bound > claimed:
+        return "refuted"
+    return "inconclusive" if ceiling <= claimed else "consistent"
+
+
+def perfect_ceiling(method: str, m: int, *, delta: float, alpha: float) -> float:
+    """The ceiling of `method` for m targets, half of them IN (a perfect attack's bound)."""
+    labels = (np.arange(m) < m // 2).astype(int)
+    return CanaryScoreAuditor(labels.astype(float), labels).epsilon_lower_bound(method, delta=delta, alpha=alpha).value
+
+
+def canaries_needed(method: str, claimed: float, *, delta: float, alpha: float,
+                    max_canaries: int = MAX_CANARIES) -> int | None:
+    """The fewest targets (half IN) whose ceiling under `method` exceeds `claimed`: doubling from
+    2, then bisection between the last two counts tried; None if even `max_canaries` do not (the
+    one-run bound's 2 m delta term caps it, e.g. near 5.5 at delta 1e-5). Costs up to about 17
+    ceilings, a few seconds at most."""
+    m = 2
+    while perfect_ceiling(method, m, delta=delta, alpha=alpha) <= claimed:
+        if m >= max_canaries:
+            return None
+        m = min(2 * m, max_canaries)
+    low, high = m // 2, m  # low does not suffice (or is below 2), high does
+    while high - low > max(1, high // 64):  # within 1.6%: a count to plan with, not a theorem
+        mid = (low + high) // 2
+        low, high = (low, mid) if perfect_ceiling(method, mid, delta=delta, alpha=alpha) > claimed else (mid, high)
+    return high

@@ -29,7 +29,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 
-from dpaudit.attacks.auditor import CanaryScoreAuditor
+from dpaudit.attacks.auditor import RELEASE_BOUNDS, CanaryScoreAuditor
 from dpaudit.attacks.epsilon import EpsilonBound
 
 # Metric-key suffix -> false-positive rate at which the TPR is reported.
@@ -243,7 +243,8 @@ class AttackResult:
             auc_ci=(max(0.0, auc - z * se), min(1.0, auc + z * se)),
             tpr_at={key: tpr_at_fpr(fpr, tpr, level) for key, level in FPR_LEVELS.items()},
             advantage=float(np.max(tpr - fpr)),
-            epsilon=CanaryScoreAuditor(scores, labels).epsilon_lower_bounds(delta=delta, alpha=alpha, seed=seed),
+            epsilon=CanaryScoreAuditor(scores, labels).epsilon_lower_bounds(
+                delta=delta, alpha=alpha, seed=seed, methods=RELEASE_BOUNDS),
             details=dict(details or {}),
         )
 

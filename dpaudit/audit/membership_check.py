@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from dpaudit.attacks import MEMBERSHIP_ATTACKS
-from dpaudit.attacks.auditor import BOUNDS
+from dpaudit.attacks.auditor import RELEASE_BOUNDS, CanaryScoreAuditor, canaries_needed, claim_verdict
 from dpaudit.attacks.base import FPR_LEVELS, AttackResult, MembershipInputs, TargetSplit, draw_targets
 from dpaudit.attacks.downstream import LiraConfig
 from dpaudit.attacks.membership import DomiasConfig, LoganConfig
@@ -132,7 +132,7 @@ def run(ctx: AuditContext) -> CheckResult:
 
     claimed = None if ctx.manifest is None else ctx.manifest.epsilon
     delta = DEFAULT_DELTA if ctx.manifest is None or ctx.manifest.delta is None else ctx.manifest.delta
-    alpha = (1 - CONFIDENCE) / (len(BOUNDS) * len(scores))
+    alpha = (1 - CONFIDENCE) / (len(RELEASE_BOUNDS) * len(scores))
     results = {
         name: AttackResult.from_scores(name, s, split.labels, delta=delta, alpha=alpha, seed=ctx.seed, details=info)
         for name, (s, info) in scores.items()
@@ -163,7 +163,22 @@ def run(ctx: AuditContext) -> CheckResult:
             f"confidence ({name}, {method} bound), above the claimed epsilon {claimed:g}."
         )
         ctx.warn(claim_warning)
+    perfect = CanaryScoreAuditor(split.labels.astype(float), split.labels)
+    ceilings = {m: perfect.ceiling(m, delta=delta, alpha=alpha, seed=ctx.seed) for m in RELEASE_BOUNDS}
+    ceiling = max(ceilings.values())
+    verdict = claim_verdict(bound, ceiling, claimed)
+    needed = None
+    if verdict == "inconclusive":
+        # the one-run theorem is what a larger audit would rely on
+        needed = canaries_needed("one_run", claimed, delta=delta, alpha=alpha)
+        more = f"about {needed} targets would be needed" if needed else "no number of targets would do at this delta"
+        ctx.warn(f"membership: with {n['members']} targets a side no attack could have proven "
+                 f"an epsilon above {ceiling:.2f}, so the claimed epsilon {claimed:g} is untested (inconclusive); "
+                 f"{more}, or use `dpaudit audit-training`.")
     result.details = {
+        "ceiling": ceilings,
+        "verdict": verdict,
+        "canaries_needed": needed,
         "attacks": {name: r.to_dict() for name, r in results.items()},
         "strongest": strongest["auc"],
         "strongest_per_metric": strongest,
@@ -172,7 +187,7 @@ def run(ctx: AuditContext) -> CheckResult:
         "claim_warning": claim_warning,  # the report shows it once, as its alert
         "epsilon_method": method,
         # The one-run bound is proven for one training run; the Clopper-Pearson one is the usual practice.
-        "epsilon_by_method": {m: max(r.epsilon[m].value for r in results.values()) for m in BOUNDS},
+        "epsilon_by_method": {m: max(r.epsilon[m].value for r in results.values()) for m in RELEASE_BOUNDS},
         "delta": delta,
         "confidence": CONFIDENCE,
         "alpha_per_bound": alpha,

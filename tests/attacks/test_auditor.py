@@ -6,11 +6,17 @@ import math
 import numpy as np
 import pytest
 
-from dpaudit.attacks.auditor import BOUNDS, CanaryScoreAuditor
-from dpaudit.attacks.epsilon import ONE_RUN_FRACTIONS, one_run_epsilon_bound, split_threshold_epsilon
+from dpaudit.attacks.auditor import BOUNDS, CanaryScoreAuditor, canaries_needed, claim_verdict, perfect_ceiling
+from dpaudit.attacks.epsilon import (
+    ONE_RUN_FRACTIONS,
+    fdp_one_run_epsilon_bound,
+    one_run_epsilon_bound,
+    split_threshold_epsilon,
+)
 from tests.reference import compare_to_reference
 
-DIRECT = {"clopper_pearson": split_threshold_epsilon, "one_run": one_run_epsilon_bound}
+DIRECT = {"clopper_pearson": split_threshold_epsilon, "one_run": one_run_epsilon_bound,
+          "fdp_one_run": fdp_one_run_epsilon_bound}
 
 
 def score_sets():
@@ -64,7 +70,7 @@ def test_from_in_out_equals_the_concatenated_form():
 
 def test_unknown_method_and_bad_shapes_are_errors():
     auditor = CanaryScoreAuditor([0.1, 0.9], [0, 1])
-    with pytest.raises(ValueError, match="unknown epsilon bound 'bogus'; available: clopper_pearson, one_run"):
+    with pytest.raises(ValueError, match="unknown epsilon bound 'bogus'; available: clopper_pearson, one_run, fdp_one_run"):
         auditor.epsilon_lower_bound("bogus", delta=1e-5)
     with pytest.raises(ValueError, match="unknown epsilon bound"):
         auditor.ceiling("bogus", delta=1e-5)
@@ -115,3 +121,24 @@ def test_one_run_ceiling_without_delta_is_all_guesses_right():
         lambda n: math.log((q := (0.05 / configs) ** (1 / (2 * n))) / (1 - q)),
         {"500 a side": 500, "200 a side": 200}, atol=1e-5, rtol=0.0,
     )
+
+
+def test_claim_verdicts():
+    assert claim_verdict(3.0, 3.4, 1.0) == "refuted"
+    assert claim_verdict(0.2, 3.4, 1.0) == "consistent"
+    assert claim_verdict(3.0, 3.4, 10.0) == "inconclusive"  # no attack on these targets could refute 10
+    assert claim_verdict(3.4, 3.4, 3.4) == "inconclusive"
+    assert claim_verdict(0.0, 3.4, None) == "no claim"
+
+
+@pytest.mark.parametrize("method, claimed", [("one_run", 1.0), ("one_run", 4.0), ("fdp_one_run", 4.0)])
+def test_canaries_needed_is_where_the_ceiling_first_passes_the_claim(method, claimed):
+    needed = canaries_needed(method, claimed, delta=1e-5, alpha=0.025)
+    assert perfect_ceiling(method, needed, delta=1e-5, alpha=0.025) > claimed
+    assert perfect_ceiling(method, int(needed / 1.1), delta=1e-5, alpha=0.025) <= claimed
+
+
+def test_canaries_needed_says_none_when_the_delta_term_caps_the_bound():
+    # 2 m delta grows with m: at delta 1e-5 Steinke's bound never reaches 10
+    assert canaries_needed("one_run", 10.0, delta=1e-5, alpha=0.025) is None
+    assert canaries_needed("fdp_one_run", 10.0, delta=1e-5, alpha=0.025) is not None  # the f-DP test has no such term

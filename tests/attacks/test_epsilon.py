@@ -160,3 +160,65 @@ def test_one_run_bound_ties_are_not_guesses():
     labels = np.r_[np.ones(500), np.zeros(500)].astype(int)
     assert one_run_epsilon_bound(np.zeros(1000), labels, delta=1e-5, seed=0).value == 0.0
     assert split_threshold_epsilon(np.zeros(1000), labels, delta=1e-5, seed=0).value == 0.0
+
+
+# ---------------------------------------------------------------- the f-DP one-run bound
+
+
+def analytic_delta(eps, mu):
+    """delta(eps) of mu-GDP (Dong, Roth, Su 2019, Cor. 2.13), directly."""
+    from scipy.stats import norm
+
+    return norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * norm.cdf(-eps / mu - mu / 2)
+
+
+@pytest.mark.parametrize("eps", [0.3, 1.0, 4.0, 10.0])
+def test_gaussian_mu_gives_back_delta_and_matches_dp_accounting(eps):
+    from dpaudit.attacks.epsilon import gaussian_mu
+
+    mu = gaussian_mu(eps, 1e-5)
+    assert analytic_delta(eps, mu) == pytest.approx(1e-5, rel=1e-6)
+    dp_accounting = pytest.importorskip("dp_accounting")
+    assert 1 / mu == pytest.approx(dp_accounting.get_sigma_gaussian(eps, 1e-5), rel=1e-6)
+
+
+def gdp_canaries(mu, m, seed):
+    """Scores of a mu-GDP mechanism towards each canary: mu * b + N(0, 1), b a fair coin."""
+    rng = np.random.default_rng(seed)
+    included = (rng.random(m) < 0.5).astype(int)
+    return mu * included + rng.standard_normal(m), included
+
+
+def epsilon_of_gdp(mu, delta):
+    from scipy.optimize import brentq
+
+    return brentq(lambda e: analytic_delta(e, mu) - delta, 0, 100)
+
+
+def test_the_fdp_bound_is_valid_for_a_gaussian_mechanism():
+    from dpaudit.attacks.epsilon import fdp_one_run_epsilon_bound
+
+    mu, delta = 2.0, 1e-5
+    truth = epsilon_of_gdp(mu, delta)
+    bounds = [fdp_one_run_epsilon_bound(*gdp_canaries(mu, 1000, seed), delta=delta).value for seed in range(40)]
+    # at 95% confidence at most 2 of 40 trials may exceed the truth, plus binomial slack
+    assert sum(b > truth for b in bounds) <= 5
+    assert np.median(bounds) > 0.3 * truth  # and it is not vacuous
+
+
+def test_the_fdp_bound_is_tighter_than_the_one_run_bound_and_zero_without_signal():
+    from dpaudit.attacks.epsilon import fdp_one_run_epsilon_bound
+
+    scores, labels = gdp_canaries(3.0, 1000, seed=0)
+    fdp = fdp_one_run_epsilon_bound(scores, labels, delta=1e-5).value
+    assert fdp > one_run_epsilon_bound(scores, labels, delta=1e-5).value > 0
+    assert fdp < epsilon_of_gdp(3.0, 1e-5)
+    null, labels = gdp_canaries(0.0, 1000, seed=1)
+    assert fdp_one_run_epsilon_bound(null, labels, delta=1e-5).value == 0.0
+
+
+def test_the_fdp_bound_grows_with_the_correct_guesses():
+    from dpaudit.attacks.epsilon import fdp_one_run_epsilon
+
+    values = [fdp_one_run_epsilon(1000, 100, v, delta=1e-5, beta=0.01) for v in (60, 80, 95, 100)]
+    assert values == sorted(values) and values[0] < values[-1]

@@ -118,3 +118,21 @@ def test_a_registered_toy_attack_is_run_audited_and_can_be_the_strongest(digits,
     assert toy["auc"] == 1.0 and toy["family"] == "synthetic" and toy["space"] == "pixel" and toy["note"]
     assert result.details["strongest"] == "toy_oracle" and result.details["claim_violated"] is True
     assert result.details["alpha_per_bound"] == pytest.approx(0.05 / (2 * len(result.details["attacks"])))
+
+
+def test_the_ceiling_and_verdict_say_when_a_claim_was_never_tested(tmp_path):
+    from dpaudit.audit.pipeline import evaluate
+    from dpaudit.datasets import load_split
+    from dpaudit.manifest import Manifest
+
+    reference = load_split("digits")
+    copies = reference.members
+    for claimed, verdict in [(1.0, "refuted"), (10.0, "inconclusive")]:
+        result = evaluate(copies, reference, checks=["membership"], manifest=Manifest("copier", epsilon=claimed, delta=1e-5),
+                          progress=False)
+        details = result.checks["membership"].details
+        assert details["verdict"] == verdict
+        assert max(details["ceiling"].values()) < 10
+        if verdict == "inconclusive":
+            assert any("inconclusive" in w for w in result.warnings)
+            assert details["canaries_needed"] is None  # the one-run delta term caps it below 10 at delta 1e-5
