@@ -190,3 +190,30 @@ def test_a_bad_split_id_in_a_manifest_names_the_manifest(tmp_path, digits):
     Manifest.new("g", dataset="digits", split_id="digits:s0:m10:h5:000000000000").write(tmp_path / "syn")
     result = run("evaluate", "--synthetic", str(tmp_path / "syn"), "--dataset", "digits", "--out", str(tmp_path / "o"))
     assert result.exit_code == 2 and f"the manifest.json of {tmp_path / 'syn'}: split id 'digits:s0:m10:h5:000000000000'" in result.output
+
+
+def test_audit_training_refutes_a_copying_script_and_the_gate_fails_it(tmp_path):
+    from tests.audit.training_fixtures import copy_command
+
+    out = tmp_path / "audit"
+    result = run("audit-training", "--command", copy_command(tmp_path), "--data-format", "npz", "--dataset", "digits",
+                 "--epsilon", "1", "--seed", "0", "--no-features", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "verdict: refuted" in result.output and (out / "report.html").is_file()
+    assert (out / "runs" / "run-00.log").is_file()
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nmetric = "training_audit.epsilon_lower_bound"\nmax_from = "manifest.epsilon"\n')
+    assert run("gate", str(out / "result.json"), "--policy", str(policy)).exit_code == 1
+
+
+def test_audit_training_refuses_two_procedures_and_a_failing_script_names_its_log(tmp_path):
+    from tests.audit.training_fixtures import copy_command
+
+    both = run("audit-training", "--generator", "dp-merf", "--command", "x {members} {out}", "--dataset", "digits",
+               "--epsilon", "1")
+    assert both.exit_code == 2 and "exactly one of --generator" in both.output
+    out = tmp_path / "audit"
+    failed = run("audit-training", "--command", copy_command(tmp_path, "fail"), "--data-format", "npz",
+                 "--dataset", "digits", "--epsilon", "1", "--seed", "0", "--no-features", "--out", str(out))
+    assert failed.exit_code == 2 and "exited with status 1" in failed.output and "run-00.log" in failed.output
+    assert not (out / "result.json").exists()

@@ -167,8 +167,9 @@ def one_run_epsilon_bound(scores, labels, *, delta: float, alpha: float = 0.05, 
 def gaussian_log_delta(eps: float, mu: float) -> float:
     """log delta(eps; mu) of mu-GDP (the Gaussian mechanism with sensitivity / sigma = mu):
     delta = Phi(-eps/mu + mu/2) - e^eps Phi(-eps/mu - mu/2) (Dong, Roth, Su 2019, Cor. 2.13),
-    computed as log Phi(a) + log(1 - e^(b - log Phi(a))) (expm1: exact near eps = 0 too), so that
-    deltas far below 1e-300 stay exact."""
+    computed in the log domain, log Phi(a) + log(1 - e^(log(e^eps Phi(b)) - log Phi(a))), so that
+    deltas far below 1e-300 stay exact (and as erf(mu / 2 sqrt 2) at eps = 0, where the two
+    terms cancel)."""
     if mu <= 0:
         return -math.inf
     if math.isinf(mu):
@@ -269,6 +270,9 @@ def _ranked_configs(scores, labels, seed: int, two_sided: bool):
 def fdp_one_run_epsilon_bound(scores, labels, *, delta: float, alpha: float = 0.05, seed: int = 0) -> EpsilonBound:
     """Mahloujifar-Melis-Chaudhuri f-DP one-run lower bound against the Gaussian trade-off curve,
     best over the one-run grid of IN-guess counts (one-sided: IN for the k highest scores)."""
+    if not 0 < delta < 1:
+        raise ValueError(f"the f-DP one-run bound tests the Gaussian curve of an (eps, delta) claim: "
+                         f"it needs 0 < delta < 1, got {delta}")
     ranked, configs = _ranked_configs(scores, labels, seed, two_sided=False)
     m, beta = len(ranked), alpha / len(configs)
     best = {"value": 0.0, "k_in": 0, "guesses": 0, "correct": 0}
