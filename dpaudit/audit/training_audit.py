@@ -40,7 +40,7 @@ from dpaudit.datasets import Reference
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet
 from dpaudit.manifest import Manifest, library_versions
-from dpaudit.privacy import PrivacyBudget
+from dpaudit.privacy import PrivacyBudget, reaccount
 
 CHECK_NAME = "training_audit"
 TITLE = "Training audit (canaries)"
@@ -243,7 +243,8 @@ def _check_result(plans, releases, scores: dict[str, np.ndarray], labels: np.nda
         "run_details": [
             {"run": p.index, "included": int(p.included.sum()), "members": len(p.members),
              "released": len(r.synthetic), "seconds": round(r.seconds, 3),
-             "epsilon_reported": None if r.manifest is None else r.manifest.epsilon}
+             "epsilon_reported": None if r.manifest is None else r.manifest.epsilon,
+             "reaccounted": _reaccounted(r.manifest, budget)}
             for p, r in zip(plans, releases)
         ],
         "score_hist": _histogram(scores[best_rule], labels, best_rule),
@@ -266,6 +267,23 @@ def _check_result(plans, releases, scores: dict[str, np.ndarray], labels: np.nda
     result.details = details
     _add_exposed_figure(result, plans, releases, scores[best_rule])
     return result
+
+
+# A declared mechanism supports the claim when an independent accountant gives at most this much more.
+REACCOUNT_TOLERANCE = 1e-3
+
+
+def _reaccounted(manifest: Manifest | None, budget: PrivacyBudget) -> dict | None:
+    """The run's declared history (manifest details.history) re-accounted with dp-accounting at
+    the claim's delta, and whether it supports the claim; None where nothing is declared."""
+    history = None if manifest is None else manifest.details.get("history")
+    if not history:
+        return None
+    try:
+        epsilons = reaccount([tuple(h) for h in history], budget.delta)
+    except (DpauditError, TypeError, ValueError) as e:
+        return {"note": f"not re-accounted: {e}"}
+    return {**epsilons, "supports_claim": min(epsilons.values()) <= budget.epsilon * (1 + REACCOUNT_TOLERANCE)}
 
 
 def _histogram(scores: np.ndarray, labels: np.ndarray, rule: str) -> dict:

@@ -68,6 +68,8 @@ def test_dp_merf_at_epsilon_1_is_consistent(digits):
     assert check.details["verdict"] == "consistent"
     assert check.metrics["one_run_bound"].value <= 1.0 and check.metrics["fdp_bound"].value <= 1.0
     assert check.details["run_details"][0]["epsilon_reported"] <= 1.0 + 1e-9
+    if __import__("importlib").util.find_spec("dp_accounting"):  # the declared history, re-accounted
+        assert check.details["run_details"][0]["reaccounted"]["supports_claim"]
 
 
 def test_dp_merf_without_its_noise_is_not_caught_one_aggregate_hides_each_record(digits):

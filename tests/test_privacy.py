@@ -1,0 +1,32 @@
+"""Re-accounting a declared mechanism with dp-accounting, against opacus and a closed form."""
+
+import math
+
+import pytest
+from scipy.optimize import brentq
+from scipy.stats import norm
+
+from dpaudit.errors import DpauditError
+from dpaudit.privacy import composed_epsilon, reaccount
+
+pytest.importorskip("dp_accounting")
+
+
+@pytest.mark.parametrize("history", [[(1.1, 0.01, 1000)], [(5.0, 1.0, 1)], [(1.0, 0.02, 300), (8.0, 1.0, 1)]])
+def test_dp_accounting_agrees_with_opacus(history):
+    eps = reaccount(history, 1e-5)
+    opacus = composed_epsilon(history, 1e-5)
+    assert eps["rdp"] == pytest.approx(opacus, rel=0.03)
+    assert eps["pld"] <= eps["rdp"] * 1.01
+
+
+def test_pld_of_one_gaussian_release_is_the_exact_epsilon():
+    mu = 1 / 5.0  # sensitivity 1, noise 5
+    exact = brentq(lambda e: norm.cdf(-e / mu + mu / 2) - math.exp(e) * norm.cdf(-e / mu - mu / 2) - 1e-5, 0, 50)
+    assert reaccount([(5.0, 1.0, 1)], 1e-5)["pld"] == pytest.approx(exact, rel=0.01)
+
+
+def test_no_noise_is_no_privacy_and_bad_entries_are_refused():
+    assert reaccount([(0.0, 0.1, 10)], 1e-5)["pld"] == math.inf
+    with pytest.raises(DpauditError, match="is not"):
+        reaccount([(1.0, 1.5, 10)], 1e-5)
