@@ -2,8 +2,9 @@
 the bounds reached (one-run and f-DP) against the ceiling, the verdict and the time.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_training_audit.py [--canaries 200] [--runs 1]
+    python benchmarks/bench_training_audit.py --needed-only
 
-Prints a Markdown table (benchmarks/RESULTS.md, "The training audit"). The trainers are the test
+Prints a Markdown table (and, first, the canaries a perfect attack needs to refute a claim) (benchmarks/RESULTS.md, "The training audit"). The trainers are the test
 fixtures of tests/audit/training_fixtures.py (run from the repository root).
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dpaudit.attacks.auditor import MAX_CANARIES, TRAINING_BOUNDS, canaries_needed, perfect_ceiling  # noqa: E402
 from dpaudit.audit.trainers import GeneratorTrainer  # noqa: E402
 from dpaudit.audit.training_audit import TrainingAuditConfig, audit_training  # noqa: E402
 from dpaudit.datasets import load_split  # noqa: E402
@@ -38,12 +40,29 @@ def cases(canaries):
     ]
 
 
+def print_needed(delta=1e-5, alpha=0.025):
+    """Canaries (half IN) a perfect attack needs to refute each claim, per bound, at the alpha one
+    rule and two bounds leave (0.05 / 2); and each bound's ceiling at MAX_CANARIES."""
+    claims = (1.0, 4.0, 10.0)
+    print(f"| bound | {' | '.join(f'claim {c:g}' for c in claims)} | ceiling at {MAX_CANARIES:,} |")
+    print("|---|" + "---|" * (len(claims) + 1))
+    for method in TRAINING_BOUNDS:
+        needed = [canaries_needed(method, c, delta=delta, alpha=alpha) for c in claims]
+        cells = " | ".join("none" if n is None else f"{n:,}" for n in needed)
+        print(f"| {method} | {cells} | {perfect_ceiling(method, MAX_CANARIES, delta=delta, alpha=alpha):.2f} |", flush=True)
+    print()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--canaries", type=int, default=200)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--kinds", default="mislabeled,stamped,ood,clean")
+    parser.add_argument("--needed-only", action="store_true", help="Only the canaries-needed table.")
     args = parser.parse_args()
+    print_needed()
+    if args.needed_only:
+        return
     reference = load_split("digits")
     print("| trainer | claim | kind | one-run | f-DP | ceiling | AUC | verdict | seconds |")
     print("|---|---|---|---|---|---|---|---|---|")

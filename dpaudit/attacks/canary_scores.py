@@ -91,16 +91,17 @@ def score_canaries(canaries: Canaries, synthetic: ImageSet, reference: ImageSet,
                    embed: Callable[[ImageSet], torch.Tensor] | None = None) -> dict[str, np.ndarray]:
     """Every rule's scores of the canaries against one release: `pixel`, `feature` (where `embed`,
     an ImageSet -> features map, is given) and `stamp` (for stamped canaries)."""
-    c, cy = canaries.images.x, canaries.images.y
-    scores = {"pixel": calibrated_distance_scores(c, cy, synthetic.x, synthetic.y, reference.x, reference.y)}
-    if embed is not None:
-        scores["feature"] = calibrated_distance_scores(
-            embed(canaries.images), cy, embed(synthetic), synthetic.y, embed(reference), reference.y)
-    if canaries.kind == "stamped":
-        scores["stamp"] = stamp_scores(canaries, synthetic.x)
-    return scores
+    cy = canaries.images.y
+    rules = {
+        "pixel": lambda: calibrated_distance_scores(canaries.images.x, cy, synthetic.x, synthetic.y,
+                                                    reference.x, reference.y),
+        "feature": lambda: calibrated_distance_scores(embed(canaries.images), cy, embed(synthetic), synthetic.y,
+                                                      embed(reference), reference.y),
+        "stamp": lambda: stamp_scores(canaries, synthetic.x),
+    }
+    return {rule: rules[rule]() for rule in rules_for(canaries.kind, embed is not None)}
 
 
 def rules_for(kind: str, with_features: bool) -> tuple[str, ...]:
-    """The rules `score_canaries` computes for canaries of `kind`."""
+    """The rules `score_canaries` computes for canaries of `kind` (`feature` only with an embedding)."""
     return ("pixel",) + (("feature",) if with_features else ()) + (("stamp",) if kind == "stamped" else ())

@@ -16,7 +16,6 @@ the dataclass, never the data.
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import subprocess
 import time
@@ -79,18 +78,13 @@ class GeneratorTrainer:
 
     def train(self, training: ImageSet, budget: PrivacyBudget, seed: int, workdir: Path, num_samples: int) -> Release:
         from dpaudit.generators import get_generator
+        from dpaudit.generators.release import release_manifest
 
         start = time.perf_counter()
         generator = get_generator(self.name).from_options(self.overrides, device=self.device)
         generator.fit(training, budget, seed)
         synthetic = generator.sample(num_samples, "balanced", seed=seed)
-        report = generator.privacy_report()
-        manifest = Manifest.new(
-            self.name, epsilon=report["epsilon"] if budget.is_private else None,
-            delta=budget.delta if budget.is_private else None,
-            details={**report, "config": dataclasses.asdict(generator.config)},
-        )
-        return Release(synthetic, manifest, "", time.perf_counter() - start)
+        return Release(synthetic, release_manifest(generator, budget), "", time.perf_counter() - start)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from sklearn.metrics import roc_auc_score
 from dpaudit import __version__
 from dpaudit.attacks.auditor import TRAINING_BOUNDS, CanaryScoreAuditor, canaries_needed, claim_verdict
 from dpaudit.attacks.canaries import KINDS, Canaries, make_canaries
-from dpaudit.attacks.canary_scores import rules_for, score_canaries
+from dpaudit.attacks.canary_scores import nearest_by_label, rules_for, score_canaries
 from dpaudit.audit.figures import columns_grid, sample_grid
 from dpaudit.audit.result import AuditResult, CheckResult, Metric, encode_png
 from dpaudit.audit.run_backends import Job, run_jobs
@@ -298,9 +298,8 @@ def _histogram(scores: np.ndarray, labels: np.ndarray, rule: str) -> dict:
 
 
 def _add_exposed_figure(result: CheckResult, plans, releases, scores: np.ndarray) -> None:
-    """The highest-scoring IN canaries next to their nearest synthetic image of the same label."""
-    from dpaudit.attacks.canary_scores import nearest_by_label
-
+    """The highest-scoring IN canaries next to their nearest synthetic image of the same label
+    (searched again for these few rows: the scores keep distances, not neighbours)."""
     offsets = np.cumsum([0] + [len(p.included) for p in plans])
     rows = []
     for r, (plan, release) in enumerate(zip(plans, releases)):

@@ -69,6 +69,22 @@ def _finish(checkpoint_dir: Path) -> None:
         checkpoint_dir.rmdir()
 
 
+def release_manifest(generator: Generator, budget: PrivacyBudget, *, dataset: str | None = None,
+                     split_id: str | None = None, seed: int | None = None, **details) -> Manifest:
+    """The manifest of a fitted generator's release: the accountant's epsilon and the budget's
+    delta (none for a non-private run), its privacy report and config, and `details`."""
+    report = generator.privacy_report()
+    return Manifest.new(
+        generator.name,
+        epsilon=report["epsilon"] if budget.is_private else None,
+        delta=budget.delta if budget.is_private else None,
+        dataset=dataset,
+        split_id=split_id,
+        seed=seed,
+        details={**report, **details, "config": dataclasses.asdict(generator.config)},
+    )
+
+
 def write_samples(
     generator: Generator,
     members: ImageSet,
@@ -88,15 +104,8 @@ def write_samples(
     private run withholds the seed: its DP noise could be recomputed from it."""
     images = generator.sample(num, labels, seed=seed)
     written = save_images(images, out, fmt)
-    report = generator.privacy_report()
-    Manifest.new(
-        generator.name,
-        epsilon=report["epsilon"] if budget.is_private else None,
-        delta=budget.delta if budget.is_private else None,
-        dataset=dataset,
-        split_id=split,
-        seed=None if budget.is_private else seed,
-        details={**report, "labels": labels, "members_fingerprint": members.fingerprint(),
-                 "config": dataclasses.asdict(generator.config)},
+    release_manifest(
+        generator, budget, dataset=dataset, split_id=split, seed=None if budget.is_private else seed,
+        labels=labels, members_fingerprint=members.fingerprint(),
     ).write(out)
     return written

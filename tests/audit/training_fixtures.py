@@ -15,17 +15,24 @@ from dpaudit.manifest import Manifest
 from dpaudit.privacy import PrivacyBudget
 
 
-@dataclass(frozen=True)
-class Copier:
-    """Releases its training data plus a little Gaussian noise: no privacy at all."""
+class FixtureTrainer:
+    """What every fixture trainer shares: its name, and no options to check."""
 
-    noise: float = 0.02
+    name = "fixture"
 
     def describe(self) -> str:
-        return "copier"
+        return self.name
 
     def check(self) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class Copier(FixtureTrainer):
+    """Releases its training data plus a little Gaussian noise: no privacy at all."""
+
+    name = "copier"
+    noise: float = 0.02
 
     def train(self, training: ImageSet, budget: PrivacyBudget, seed: int, workdir: Path, num_samples: int) -> Release:
         g = torch.Generator().manual_seed(seed)
@@ -36,14 +43,10 @@ class Copier:
 
 
 @dataclass(frozen=True)
-class DataIgnorer:
+class DataIgnorer(FixtureTrainer):
     """Releases images that do not depend on its data at all (uniform noise): epsilon 0 in truth."""
 
-    def describe(self) -> str:
-        return "data-ignorer"
-
-    def check(self) -> None:
-        pass
+    name = "data-ignorer"
 
     def train(self, training: ImageSet, budget: PrivacyBudget, seed: int, workdir: Path, num_samples: int) -> Release:
         g = torch.Generator().manual_seed(seed)
