@@ -15,6 +15,11 @@ Only `generator` is required; `evaluate` reports which of the other fields were 
       "details": {...}                    # free-form: sigma, sampling rate, steps, time, ...
     }
 
+Three fields of `details` declare the mechanism, for the privacy_claim check
+(dpaudit/audit/privacy_claim.py) to re-account: `history` ([[noise_multiplier, sample_rate,
+steps], ...], composed; the noise multiplier counts against the sensitivity under the declared
+adjacency), `adjacency` ("add-remove" or "replace-one") and `mechanism` (one sentence).
+
 `read_manifest` checks every field's type (MANIFEST_SCHEMA; the same schema checks the copy in
 result.json) and refuses a file over MAX_MANIFEST_BYTES or nested deeper than MAX_DEPTH before
 parsing it, with one sentence naming the file and the field.

@@ -90,28 +90,45 @@ def dpsgd_noise(budget: PrivacyBudget, sample_rate: float, steps: int, accountan
         )
 
 
-def reaccount(history: list[tuple[float, float, int]], delta: float) -> dict[str, float]:
-    """Epsilon of a declared history of Poisson-subsampled Gaussian releases, one (noise
-    multiplier, sampling rate, steps) entry each, add/remove adjacency, recomputed with Google's
-    dp-accounting (PLD and RDP): accountants independent of opacus, which the generators use.
-    Each is an upper bound; the smaller one proves more. Needs `pip install 'dpaudit[accounting]'`."""
+# Adjacency relations a manifest may declare (details.adjacency).
+ADJACENCIES = ("add-remove", "replace-one")
+
+
+def reaccount(history: list[tuple[float, float, int]], delta: float, adjacency: str = "add-remove") -> dict[str, float]:
+    """Epsilon of a declared history of Poisson-subsampled Gaussian releases, recomputed with
+    Google's dp-accounting (PLD and RDP): accountants independent of opacus, which the generators
+    use. Each entry is (noise multiplier, sampling rate, steps); the noise multiplier is the noise's
+    standard deviation over the L2 sensitivity under the declared `adjacency` (the clipping norm C
+    under add-remove, 2C under replace-one), as a generator's own accountant reads it. Each result
+    is an upper bound; the smaller one proves more. Needs `pip install 'dpaudit[accounting]'`."""
     try:
         import dp_accounting
     except ImportError:
         raise DpauditError("re-accounting a claim needs dp-accounting: pip install 'dpaudit[accounting]'.") from None
+    if adjacency not in ADJACENCIES:
+        raise DpauditError(f"adjacency {adjacency!r} is not one of {', '.join(ADJACENCIES)}.")
     for entry in history:
         if len(entry) != 3 or not entry[0] >= 0 or not 0 < entry[1] <= 1 or int(entry[2]) != entry[2] or entry[2] < 0:
             raise DpauditError(f"history entry {list(entry)} is not [noise_multiplier >= 0, 0 < sample_rate <= 1, steps >= 0].")
+    # Without subsampling the privacy loss of a Gaussian release depends only on noise over sensitivity, so any
+    # adjacency is accounted as add-remove. Subsampled replace-one releases need dp-accounting's REPLACE_ONE, which
+    # only its PLD accountant covers and which counts the noise multiplier against C, not 2C (hence 2 sigma).
+    replace = adjacency == "replace-one" and any(rate < 1 for _, rate, _ in history)
+    accountants = ("pld",) if replace else ("pld", "rdp")
     if any(sigma == 0 and steps > 0 for sigma, _, steps in history):
-        return {"pld": math.inf, "rdp": math.inf}
+        return dict.fromkeys(accountants, math.inf)
     events = []
     for sigma, rate, steps in history:
-        gaussian = dp_accounting.GaussianDpEvent(sigma)
+        gaussian = dp_accounting.GaussianDpEvent(2 * sigma if replace else sigma)
         event = gaussian if rate == 1 else dp_accounting.PoissonSampledDpEvent(rate, gaussian)
         events.append(dp_accounting.SelfComposedDpEvent(event, int(steps)))
     composed = dp_accounting.ComposedDpEvent(events)
+    relation = dp_accounting.NeighboringRelation
     # 1e-4 discretisation, pessimistic PLD: an upper bound; tests/test_privacy.py finds it within 1% of the exact
     # epsilon of one Gaussian release.
-    pld = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-4).compose(composed)
-    rdp = dp_accounting.rdp.RdpAccountant().compose(composed)
-    return {"pld": float(pld.get_epsilon(delta)), "rdp": float(rdp.get_epsilon(delta))}
+    pld = dp_accounting.pld.PLDAccountant(relation.REPLACE_ONE if replace else relation.ADD_OR_REMOVE_ONE,
+                                          value_discretization_interval=1e-4)
+    epsilons = {"pld": float(pld.compose(composed).get_epsilon(delta))}
+    if "rdp" in accountants:
+        epsilons["rdp"] = float(dp_accounting.rdp.RdpAccountant().compose(composed).get_epsilon(delta))
+    return epsilons

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dpaudit import __version__
-from dpaudit.audit import fidelity, membership_check, reconstruction, similarity, utility
+from dpaudit.audit import fidelity, membership_check, privacy_claim, reconstruction, similarity, utility
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import FeatureExtractor, load_extractor
 from dpaudit.audit.figures import sample_grid
@@ -31,7 +31,8 @@ from dpaudit.nets import resolve_device
 
 CHECKS: dict[str, CheckSpec] = {
     spec.name: spec
-    for spec in (fidelity.CHECK, utility.CHECK, similarity.CHECK, membership_check.CHECK, *reconstruction.CHECKS)
+    for spec in (fidelity.CHECK, utility.CHECK, similarity.CHECK, membership_check.CHECK, privacy_claim.CHECK,
+                 *reconstruction.CHECKS)
 }
 
 

@@ -34,13 +34,14 @@ from dpaudit.attacks.auditor import TRAINING_BOUNDS, CanaryScoreAuditor, canarie
 from dpaudit.attacks.canaries import KINDS, Canaries, make_canaries
 from dpaudit.attacks.canary_scores import nearest_by_label, rules_for, score_canaries
 from dpaudit.audit.figures import columns_grid, sample_grid
+from dpaudit.audit.privacy_claim import not_supported_warning, reaccount_declared
 from dpaudit.audit.result import AuditResult, CheckResult, Metric, encode_png
 from dpaudit.audit.run_backends import Job, run_jobs
 from dpaudit.datasets import Reference
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet
 from dpaudit.manifest import Manifest, library_versions
-from dpaudit.privacy import PrivacyBudget, reaccount
+from dpaudit.privacy import PrivacyBudget
 
 CHECK_NAME = "training_audit"
 TITLE = "Training audit (canaries)"
@@ -172,7 +173,7 @@ def audit_training(
         details={"claim": "the claim under test (--epsilon/--delta)",
                  "runs": [None if r.manifest is None else r.manifest.to_dict() for r in releases]},
     )
-    warnings = []
+    warnings = [check.details["reaccount_warning"]] if check.details["reaccount_warning"] else []
     if check.details["verdict"] == "refuted":
         warnings.append(check.details["claim_warning"])
     elif check.details["verdict"] == "inconclusive":
@@ -249,6 +250,10 @@ def _check_result(plans, releases, scores: dict[str, np.ndarray], labels: np.nda
         ],
         "score_hist": _histogram(scores[best_rule], labels, best_rule),
     }
+    unsupported = [d for d in details["run_details"] if (d["reaccounted"] or {}).get("supports_claim") is False]
+    details["reaccount_warning"] = None if not unsupported else not_supported_warning(
+        max((d["reaccounted"] for d in unsupported), key=lambda r: r["epsilon"]), budget.epsilon, budget.delta,
+        f"the manifest of run{'s' if len(unsupported) > 1 else ''} {', '.join(str(d['run']) for d in unsupported)}")
     if verdict == "refuted":
         details["claim_warning"] = (
             f"PRIVACY CLAIM REFUTED: the training audit proves epsilon >= {bound:.2f} at {confidence} confidence "
@@ -269,21 +274,9 @@ def _check_result(plans, releases, scores: dict[str, np.ndarray], labels: np.nda
     return result
 
 
-# A declared mechanism supports the claim when an independent accountant gives at most this much more.
-REACCOUNT_TOLERANCE = 1e-3
-
-
 def _reaccounted(manifest: Manifest | None, budget: PrivacyBudget) -> dict | None:
-    """The run's declared history (manifest details.history) re-accounted with dp-accounting at
-    the claim's delta, and whether it supports the claim; None where nothing is declared."""
-    history = None if manifest is None else manifest.details.get("history")
-    if not history:
-        return None
-    try:
-        epsilons = reaccount([tuple(h) for h in history], budget.delta)
-    except (DpauditError, TypeError, ValueError) as e:
-        return {"note": f"not re-accounted: {e}"}
-    return {**epsilons, "supports_claim": min(epsilons.values()) <= budget.epsilon * (1 + REACCOUNT_TOLERANCE)}
+    """The run's declared history (manifest details.history) re-accounted at the claim's delta."""
+    return None if manifest is None else reaccount_declared(manifest.details, budget.epsilon, budget.delta)
 
 
 def _histogram(scores: np.ndarray, labels: np.ndarray, rule: str) -> dict:

@@ -198,7 +198,9 @@ def _alerts(result: AuditResult) -> list[str]:
     """Findings that belong at the top of the page, above the other warnings (a warning that is
     also an alert is listed once, as the alert)."""
     alerts = []
-    for _, check in ordered_checks(result):  # the membership check and the training audit
+    for _, check in ordered_checks(result):  # membership, privacy_claim and the training audit
+        if check.details.get("reaccount_warning"):  # the training audit's runs' declared mechanisms
+            alerts.append(check.details["reaccount_warning"])
         if not check.details.get("claim_violated"):
             continue
         bound = check.metrics.get("epsilon_lower_bound")

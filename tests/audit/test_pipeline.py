@@ -39,7 +39,8 @@ def test_validate_refuses_unknown_checks_and_labels(digits):
 
 def test_every_check_is_registered():
     assert set(CHECKS) == {
-        "fidelity", "utility", "similarity", "membership", "gradient_matching", "gan_attack", "memorization"
+        "fidelity", "utility", "similarity", "membership", "privacy_claim", "gradient_matching", "gan_attack",
+        "memorization"
     }
 
 

@@ -13,6 +13,7 @@ import torch
 import dpaudit.generators
 from dpaudit.generators import GENERATORS, Checkpointer, Generator, apply_overrides, get_generator
 from dpaudit.privacy import PrivacyBudget
+from dpaudit.audit.privacy_claim import reaccount_declared
 from tests.generators.opacus_reference import opacus_epsilon
 
 REFERENCE_GENERATORS = {"dp-merf", "pearl", "dpsgd-gan", "latent-diffusion", "bn-matching", "lipschitz-vae"}
@@ -118,3 +119,15 @@ def test_samples_are_images_of_the_members_shape_in_the_unit_range_with_balanced
     assert bool(((synthetic.x >= 0) & (synthetic.x <= 1)).all())  # NaN fails too
     assert torch.bincount(synthetic.y, minlength=10).tolist() == [3] * 10 and synthetic.num_classes == 10
     assert torch.equal(generator.sample(30, seed=1).x, synthetic.x)
+
+
+@pytest.mark.parametrize("epsilon", [10.0, 1.0])
+def test_the_declared_history_supports_the_claim_by_an_independent_accountant(runs, epsilon):
+    """What `evaluate`'s privacy_claim check does with the manifest: dp-accounting (PLD, RDP) on
+    the declared history and adjacency gives at most the claimed epsilon."""
+    pytest.importorskip("dp_accounting")
+    report = runs[epsilon][0].privacy_report()
+    reaccounted = reaccount_declared(report, report["epsilon"], DELTA)
+    assert reaccounted["supports_claim"], reaccounted
+    if report["accountant"] == "rdp" and "rdp" in reaccounted:  # the same analysis in another implementation
+        assert reaccounted["rdp"] == pytest.approx(report["epsilon"], rel=0.05)
