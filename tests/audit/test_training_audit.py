@@ -75,9 +75,14 @@ def test_dp_merf_at_epsilon_1_is_consistent(digits):
 def test_dp_merf_without_its_noise_is_not_caught_one_aggregate_hides_each_record(digits):
     # Not DP at all, but its release is one mean embedding of ~1,200 records: a canary moves it by
     # about 1/1,200, so no canary stands out in the samples. The audit cannot prove what it cannot see.
-    check = check_of(audit(NoiselessGenerator("dp-merf", overrides("dp-merf", steps=50)), digits, 1.0))
+    result = audit(NoiselessGenerator("dp-merf", overrides("dp-merf", steps=50)), digits, 1.0)
+    check = check_of(result)
     assert check.details["verdict"] == "consistent"
     assert check.metrics["epsilon_lower_bound"].value < 1.0
+    # Its manifest is honest about the noise it added (none), and the claim re-accounted from it fails.
+    if __import__("importlib").util.find_spec("dp_accounting"):
+        assert check.details["run_details"][0]["reaccounted"]["supports_claim"] is False
+        assert result.warnings[0].startswith("PRIVACY CLAIM NOT SUPPORTED: the manifest of run 0")
 
 
 # A Lipschitz VAE that can memorise: a loose Lipschitz bound, a 2-d latent the samples cover, a
