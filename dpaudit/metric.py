@@ -12,7 +12,8 @@ DIRECTIONS = ("higher", "lower", "target", "info")
 @dataclass
 class Metric:
     """One number with what it means: `direction` says which way is better ("higher",
-    "lower", "target" = closer to `target` is better, "info" = neither)."""
+    "lower", "target" = closer to `target` is better, "info" = neither); `invalid` says why it
+    cannot be trusted, where it cannot."""
 
     value: float
     direction: str
@@ -22,6 +23,9 @@ class Metric:
     baseline: float | None = None
     target: float | None = None
     n: dict[str, int] = field(default_factory=dict)
+    # Why the number cannot be trusted, where it cannot (e.g. a holdout that is not exchangeable
+    # with the members); the gate fails any rule that reads an invalid metric, saying why.
+    invalid: str | None = None
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:

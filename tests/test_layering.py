@@ -12,7 +12,7 @@ from dpaudit.audit.pipeline import CHECKS
 
 PACKAGE = Path(dpaudit.__file__).parent
 CHECK_MODULES = {"dpaudit.audit.fidelity", "dpaudit.audit.utility", "dpaudit.audit.similarity",
-                 "dpaudit.audit.membership_check", "dpaudit.audit.reconstruction"}
+                 "dpaudit.audit.membership_check", "dpaudit.audit.privacy_claim", "dpaudit.audit.reconstruction"}
 
 
 def _module(path: Path) -> str:

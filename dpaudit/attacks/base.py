@@ -31,6 +31,7 @@ from torch import nn
 
 from dpaudit.attacks.auditor import RELEASE_BOUNDS, CanaryScoreAuditor
 from dpaudit.attacks.epsilon import EpsilonBound
+from dpaudit.transforms import NO_TRANSFORMS, TransformConfig
 
 # Metric-key suffix -> false-positive rate at which the TPR is reported.
 FPR_LEVELS = {"10pct": 0.1, "1pct": 0.01, "0p1pct": 0.001}
@@ -97,6 +98,8 @@ class MembershipInputs:
     make_model: Callable[[], nn.Module]
     seed: int = 0
     device: torch.device | str = "cpu"
+    # the small transformations the pixel-distance attacks see through (the profile's matching.transforms)
+    transforms: TransformConfig = NO_TRANSFORMS
 
     def rows(self, space: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(targets, reference, synthetic) as flat rows of pixels (`space="pixel"`) or features."""

@@ -5,7 +5,8 @@ the attacker's reference set (real holdout images that are not targets) to one s
 target, higher meaning "more likely a member":
 
 - `distance_scores`: GAN-Leaks full black-box (Chen et al. 2020): minus the distance to the
-  nearest synthetic row.
+  nearest synthetic row; in pixel space up to the profile's small transformations
+  (`dpaudit.transforms`: a shifted or rotated copy is as near as the copy it is).
 - `calibrated_distance_scores`: that distance calibrated by the distance to the nearest
   reference row (how unusual the target is anyway): d_reference - d_synthetic.
 - `domias_scores`: DOMIAS (van Breugel et al. 2023): log p_synthetic(x) - log p_reference(x),
@@ -32,16 +33,27 @@ from sklearn.preprocessing import StandardScaler
 from dpaudit.attacks.base import AttackScores, MembershipInputs, register_membership_attack
 from dpaudit.neighbors import nearest_distance
 from dpaudit.sampling import seeded_sample
+from dpaudit.transforms import NO_TRANSFORMS, TransformConfig, nearest_transformed
 
 
-def distance_scores(targets: torch.Tensor, synthetic: torch.Tensor) -> np.ndarray:
-    """GAN-Leaks full black-box: minus the distance to the nearest synthetic row."""
-    return -nearest_distance(targets, synthetic).numpy()
+def _nearest(targets: torch.Tensor, others: torch.Tensor, transforms: TransformConfig) -> torch.Tensor:
+    """Distance to the nearest of `others`: of rows, or of images up to `transforms`."""
+    if transforms.identity_only:
+        return nearest_distance(targets, others)
+    return nearest_transformed(targets, others, transforms)[0]
 
 
-def calibrated_distance_scores(targets: torch.Tensor, synthetic: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
-    """Distance to the nearest reference row minus distance to the nearest synthetic row."""
-    return (nearest_distance(targets, reference) - nearest_distance(targets, synthetic)).numpy()
+def distance_scores(targets: torch.Tensor, synthetic: torch.Tensor, transforms: TransformConfig = NO_TRANSFORMS) -> np.ndarray:
+    """GAN-Leaks full black-box: minus the distance to the nearest synthetic row (image, up to
+    `transforms`)."""
+    return -_nearest(targets, synthetic, transforms).numpy()
+
+
+def calibrated_distance_scores(targets: torch.Tensor, synthetic: torch.Tensor, reference: torch.Tensor,
+                               transforms: TransformConfig = NO_TRANSFORMS) -> np.ndarray:
+    """Distance to the nearest reference row minus distance to the nearest synthetic row (images:
+    both up to `transforms`)."""
+    return (_nearest(targets, reference, transforms) - _nearest(targets, synthetic, transforms)).numpy()
 
 
 def _subsample(x: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
@@ -113,15 +125,21 @@ class LoganConfig:
 
 
 def _distance_attacks(space: str):
-    """GAN-Leaks' distance and its calibrated form, on the rows of `space`."""
+    """GAN-Leaks' distance and its calibrated form: on images up to the profile's small
+    transformations (`space="pixel"`), or on feature rows."""
+
+    def operands(inputs: MembershipInputs):
+        if space == "pixel":
+            return inputs.target_images, inputs.reference_images, inputs.synthetic_images, inputs.transforms
+        return (*inputs.rows(space), NO_TRANSFORMS)
 
     def distance(inputs: MembershipInputs, config: None) -> AttackScores:
-        targets, _, synthetic = inputs.rows(space)
-        return AttackScores(distance_scores(targets, synthetic))
+        targets, _, synthetic, transforms = operands(inputs)
+        return AttackScores(distance_scores(targets, synthetic, transforms))
 
     def calibrated(inputs: MembershipInputs, config: None) -> AttackScores:
-        targets, reference, synthetic = inputs.rows(space)
-        return AttackScores(calibrated_distance_scores(targets, synthetic, reference))
+        targets, reference, synthetic, transforms = operands(inputs)
+        return AttackScores(calibrated_distance_scores(targets, synthetic, reference, transforms))
 
     return distance, calibrated
 

@@ -21,7 +21,8 @@ A policy is a list of rules; each names a metric by its path in the result
 `epsilon` or `delta`) or another metric path (e.g. `similarity.near_copy_share.baseline`).
 
 A rule passes when the value is within its bounds. A value that is not a number (NaN: the check
-ran but could not measure it) fails. A path that names nothing, a check that was not run, a
+ran but could not measure it) fails, and so does a metric marked invalid (e.g. the membership
+numbers when the holdout is not exchangeable with the members), with the reason. A path that names nothing, a check that was not run, a
 missing bound source (a manifest without `epsilon`) or a malformed policy are errors of the
 policy (exit 2), never a pass; their message names the policy file and the rule's number.
 
@@ -231,6 +232,15 @@ def _lookup(result: AuditResult, path: str, where: str) -> float:
     return float(value)
 
 
+def _invalid(result: AuditResult, path: str | None) -> str | None:
+    """Why the metric at `path` cannot be trusted (its `invalid` reason); None for a valid metric
+    or a bound from the manifest."""
+    if path is None or path.startswith("manifest."):
+        return None
+    check, metric = path.split(".")[:2]
+    return result.checks[check].metrics[metric].invalid
+
+
 def apply_policy(result: AuditResult, policy: Policy) -> Verdict:
     """Hold every rule against `result`; DpauditError, naming the policy file and the rule, for a
     rule that names nothing in it."""
@@ -240,7 +250,10 @@ def apply_policy(result: AuditResult, policy: Policy) -> Verdict:
         value = _lookup(result, rule.metric, where)
         low = _lookup(result, rule.min_from, where) if rule.min_from else rule.min
         high = _lookup(result, rule.max_from, where) if rule.max_from else rule.max
-        if math.isnan(value):
+        reasons = [r for p in (rule.metric, rule.min_from, rule.max_from) if (r := _invalid(result, p))]
+        if reasons:
+            passed, message = False, f"{rule.metric} cannot be trusted: {reasons[0]}"
+        elif math.isnan(value):
             passed, message = False, f"{rule.metric} was not measured (NaN)"
         elif any(b is not None and math.isnan(b) for b in (low, high)):
             passed, message = False, f"the bound {rule.min_from or rule.max_from} was not measured (NaN)"

@@ -2,9 +2,12 @@
 checks share.
 
 Each query image gets its L2-nearest reference image (exact search, `dpaudit.neighbors`), the
-PSNR and SSIM to it, and the best SSIM among its top-k L2 candidates. The holdout baseline is
-the same matching for real images no generator saw: how close unseen images come to the
-members by chance, computed once per audit.
+PSNR and SSIM to it, and the best SSIM among its candidates: its top-k L2-nearest and the ones
+the transformation-aware search proposes (`dpaudit.transforms`), each moved by the
+transformation that brings it closest to the query, so that a shifted, rotated or re-lit copy
+scores as the copy it is. The holdout baseline is the same matching for real images no
+generator saw: how close unseen images come to the members by chance (under the same
+transformations), computed once per audit.
 """
 
 from __future__ import annotations
@@ -18,19 +21,21 @@ from dpaudit.image_similarity import pairwise_psnr, pairwise_ssim
 from dpaudit.images import ImageSet
 from dpaudit.neighbors import nearest_neighbors
 from dpaudit.sampling import seeded_sample
+from dpaudit.transforms import NO_TRANSFORMS, TransformConfig, align, aligned_pairs, propose
 
 SSIM_PAIRS_PER_CHUNK = 8192
 
 
 @dataclass(frozen=True)
 class MatchingConfig:
-    """How images are matched to the members: `top_k` L2 candidates searched for the best SSIM,
-    the SSIM of a near-copy, and how many holdout images form the baseline (a seeded sample;
-    None = all)."""
+    """How images are matched to the members: `top_k` candidates searched for the best SSIM,
+    the small transformations a copy may have gone through (`transforms`), the SSIM of a
+    near-copy, and how many holdout images form the baseline (a seeded sample; None = all)."""
 
     top_k: int = 5
     near_copy_ssim: float = 0.95
     max_holdout: int | None = 2000
+    transforms: TransformConfig = TransformConfig()
 
 
 @dataclass
@@ -41,24 +46,36 @@ class Matches:
     l2: torch.Tensor  # [N] L2 distance to it (pixel values in [0, 1])
     psnr: torch.Tensor  # [N] PSNR (dB) to it
     ssim: torch.Tensor  # [N] SSIM to it
-    best_ssim: torch.Tensor  # [N] best SSIM among the top-k L2 candidates
+    best_ssim: torch.Tensor  # [N] best SSIM among the top-k candidates up to the transformations
     best_ssim_idx: torch.Tensor  # [N] reference index of that best-SSIM candidate
+    best_ssim_move: torch.Tensor  # [N] its transformation: an index into transforms.affine_moves (0 = none)
+    moved_l2: torch.Tensor  # [N] L2 distance to the nearest candidate up to the transformations
 
     def __len__(self) -> int:
         return len(self.idx)
 
 
 def match_to_reference(
-    queries: torch.Tensor, refs: torch.Tensor, top_k: int = 5, progress: str | None = None
+    queries: torch.Tensor, refs: torch.Tensor, top_k: int = 5, progress: str | None = None,
+    transforms: TransformConfig = NO_TRANSFORMS,
 ) -> Matches:
     """Match N x C x H x W query images to M x C x H x W reference images: the L2-nearest one with
-    its PSNR and SSIM, and the best SSIM among the `top_k` L2-nearest candidates."""
-    sq, idx = nearest_neighbors(queries, refs, k=top_k, progress=progress)
+    its PSNR and SSIM, and the best SSIM among the `top_k` candidates nearest up to the
+    transformations (proposed by the L2 and the transformation-aware search), each measured
+    under its best transformation."""
+    sq, idx = nearest_neighbors(queries, refs, k=max(top_k, transforms.candidates), progress=progress)
     nearest = idx[:, 0]
-    k = idx.shape[1]
+    proposed = propose(queries, refs, transforms, pixel_idx=idx)
+    distances, moves = align(queries, refs, proposed, transforms)
+    # SSIM for the top_k candidates up to the transformations (SSIM is the costly measure)
+    k = min(top_k, proposed.shape[1])
+    distances, order = distances.topk(k, dim=1, largest=False)
+    candidates, moves = proposed.gather(1, order), moves.gather(1, order)
     chunk = max(1, SSIM_PAIRS_PER_CHUNK // k)  # bounds the memory of the N x k candidate pairs
     candidate_ssim = torch.cat([
-        pairwise_ssim(queries[i : i + chunk].repeat_interleave(k, 0), refs[idx[i : i + chunk].reshape(-1)]).reshape(-1, k)
+        pairwise_ssim(*aligned_pairs(queries[i : i + chunk].repeat_interleave(k, 0), refs,
+                                     candidates[i : i + chunk].reshape(-1), moves[i : i + chunk].reshape(-1),
+                                     transforms)).reshape(-1, k)
         for i in range(0, len(queries), chunk)
     ])
     best, pos = candidate_ssim.max(1)
@@ -66,25 +83,29 @@ def match_to_reference(
         idx=nearest,
         l2=sq[:, 0].sqrt(),
         psnr=pairwise_psnr(queries, refs[nearest]),
-        ssim=candidate_ssim[:, 0],
+        ssim=pairwise_ssim(queries, refs[nearest]),
         best_ssim=best,
-        best_ssim_idx=idx.gather(1, pos[:, None])[:, 0],
+        best_ssim_idx=candidates.gather(1, pos[:, None])[:, 0],
+        best_ssim_move=moves.gather(1, pos[:, None])[:, 0],
+        moved_l2=distances[:, 0].float(),
     )
 
 
-def match_by_class(queries: torch.Tensor, labels: torch.Tensor | None, refs: ImageSet, top_k: int) -> Matches:
+def match_by_class(queries: torch.Tensor, labels: torch.Tensor | None, refs: ImageSet, top_k: int,
+                   transforms: TransformConfig = NO_TRANSFORMS) -> Matches:
     """`match_to_reference` restricted to the reference images of each query's class (all of
     them when `labels` is None); indices point into `refs`."""
     if labels is None or refs.y is None:
-        return match_to_reference(queries, refs.x, top_k)
-    fields = {name: torch.empty(len(queries)) for name in ("l2", "psnr", "ssim", "best_ssim")}
-    fields.update(idx=torch.empty(len(queries), dtype=torch.long), best_ssim_idx=torch.empty(len(queries), dtype=torch.long))
+        return match_to_reference(queries, refs.x, top_k, transforms=transforms)
+    values = ("l2", "psnr", "ssim", "best_ssim", "moved_l2")
+    fields = {name: torch.empty(len(queries)) for name in values}
+    fields.update({name: torch.empty(len(queries), dtype=torch.long) for name in ("idx", "best_ssim_idx", "best_ssim_move")})
     for c in labels.unique().tolist():
         rows, pool = torch.nonzero(labels == c).flatten(), torch.nonzero(refs.y == c).flatten()
         if len(pool) == 0:
             pool = torch.arange(len(refs))
-        m = match_to_reference(queries[rows], refs.x[pool], top_k)
-        for name in ("l2", "psnr", "ssim", "best_ssim"):
+        m = match_to_reference(queries[rows], refs.x[pool], top_k, transforms=transforms)
+        for name in (*values, "best_ssim_move"):
             fields[name][rows] = getattr(m, name)
         fields["idx"][rows] = pool[m.idx]
         fields["best_ssim_idx"][rows] = pool[m.best_ssim_idx]
@@ -99,7 +120,8 @@ def holdout_baseline(ctx: AuditContext) -> Matches:
     def compute() -> Matches:
         holdout = ctx.reference.holdout.x
         pick = seeded_sample(len(holdout), config.max_holdout, ctx.seed + 1)
-        return match_to_reference(holdout[pick], ctx.reference.members.x, config.top_k, "holdout vs members")
+        return match_to_reference(holdout[pick], ctx.reference.members.x, config.top_k, "holdout vs members",
+                                  transforms=config.transforms)
 
     return ctx.cached("matching:holdout_baseline", compute)
 

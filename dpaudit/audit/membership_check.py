@@ -11,6 +11,12 @@ auditor's Clopper-Pearson and one-run bounds), each computed at alpha / that num
 (Bonferroni), so the reported maximum holds at 95% confidence. It assumes the generator was
 trained on exactly the audit's members, chosen at random.
 
+Before any number is trusted, members and holdout are tested for exchangeability (their
+targets' distances to the reference images, `holdout_test`): a holdout from another
+distribution makes the attacks measure the difference between the two, not membership, so
+where the test rejects, every metric is marked invalid (the gate fails a rule that reads one,
+with the reason) and the verdict is `invalid`.
+
 Features of the real sets are extracted for the target and reference rows only; the synthetic
 set's come from the shared cache.
 """
@@ -21,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from scipy.stats import mannwhitneyu
 
 from dpaudit.attacks import MEMBERSHIP_ATTACKS
 from dpaudit.attacks.auditor import RELEASE_BOUNDS, CanaryScoreAuditor, canaries_needed, claim_verdict
@@ -34,8 +41,12 @@ from dpaudit.audit.spec import CheckSpec
 from dpaudit.errors import DpauditError
 from dpaudit.nets import make_classifier
 from dpaudit.privacy import DEFAULT_DELTA
+from dpaudit.neighbors import nearest_distance
 
 CONFIDENCE = 0.95
+# Members and holdout are tested for exchangeability at this level before the membership numbers
+# are trusted; below it, they are marked invalid.
+EXCHANGEABILITY_LEVEL = 0.01
 
 
 @dataclass(frozen=True)
@@ -112,7 +123,22 @@ def attack_inputs(ctx: AuditContext, split: TargetSplit) -> MembershipInputs:
         make_model=lambda: make_classifier(members.shape, members.num_classes),
         seed=ctx.seed,
         device=ctx.device,
+        transforms=ctx.profile.matching.transforms,
     )
+
+
+def holdout_test(inputs: MembershipInputs, split: TargetSplit) -> dict:
+    """Are the holdout and the members exchangeable? A two-sided Mann-Whitney test (scipy) of the
+    member targets' pixel distance to the nearest reference image against the non-member
+    targets': the quantity every calibrated attack compares. The reference set is disjoint from
+    both, so under exchangeability the two samples are i.i.d. from one distribution and the
+    test's level is exact, whatever the generator did (the synthetic set plays no part)."""
+    m = len(split.member_idx)
+    distances = nearest_distance(inputs.target_images, inputs.reference_images).numpy()
+    test = mannwhitneyu(distances[:m], distances[m:], alternative="two-sided")
+    return {"statistic": "Mann-Whitney U of the distance to the nearest reference image, members against non-members",
+            "auc": float(test.statistic) / (m * (len(distances) - m)), "p_value": float(test.pvalue),
+            "level": EXCHANGEABILITY_LEVEL, "exchangeable": bool(test.pvalue >= EXCHANGEABILITY_LEVEL)}
 
 
 def run(ctx: AuditContext) -> CheckResult:
@@ -124,6 +150,7 @@ def run(ctx: AuditContext) -> CheckResult:
     if len(split.reference_idx) == 0:
         raise DpauditError("membership inference needs at least 3 holdout images (targets and a reference set).")
     inputs = attack_inputs(ctx, split)
+    exchangeability = holdout_test(inputs, split)
     scores = {}
     for name, attack in MEMBERSHIP_ATTACKS.items():
         out = attack.run(inputs, config.attack_config(name))
@@ -155,7 +182,19 @@ def run(ctx: AuditContext) -> CheckResult:
         "by the strongest attack",
         baseline=0.0, n=n,
     )
-    violated = claimed is not None and bound > claimed
+    holdout_warning = None
+    if not exchangeability["exchangeable"]:
+        holdout_warning = (
+            f"HOLDOUT NOT EXCHANGEABLE: the members and the holdout differ (their distances to the reference images, "
+            f"Mann-Whitney p = "
+            f"{exchangeability['p_value']:.3g} < {EXCHANGEABILITY_LEVEL:g}), so the membership attacks measure that "
+            "difference, not membership: their numbers and the epsilon bound are invalid. Draw the holdout at random "
+            "from the same pool as the members (README: Splits)."
+        )
+        ctx.warn(holdout_warning)
+        for metric in result.metrics.values():
+            metric.invalid = "the holdout is not exchangeable with the members (membership.details.holdout_test)"
+    violated = claimed is not None and bound > claimed and exchangeability["exchangeable"]
     claim_warning = None
     if violated:
         claim_warning = (
@@ -166,7 +205,7 @@ def run(ctx: AuditContext) -> CheckResult:
     perfect = CanaryScoreAuditor(split.labels.astype(float), split.labels)
     ceilings = {m: perfect.ceiling(m, delta=delta, alpha=alpha, seed=ctx.seed) for m in RELEASE_BOUNDS}
     ceiling = max(ceilings.values())
-    verdict = claim_verdict(bound, ceiling, claimed)
+    verdict = claim_verdict(bound, ceiling, claimed) if exchangeability["exchangeable"] else "invalid"
     needed = None
     if verdict == "inconclusive":
         # the one-run theorem is what a larger audit would rely on
@@ -176,6 +215,8 @@ def run(ctx: AuditContext) -> CheckResult:
                  f"an epsilon above {ceiling:.2f}, so the claimed epsilon {claimed:g} is untested (inconclusive); "
                  f"{more}, or use `dpaudit audit-training`.")
     result.details = {
+        "holdout_test": exchangeability,
+        "holdout_warning": holdout_warning,  # the report shows it as an alert
         "ceiling": ceilings,
         "verdict": verdict,
         "canaries_needed": needed,

@@ -91,10 +91,10 @@ def _victim(ctx: AuditContext, side: str) -> Victim:
 
 def _matched(ctx: AuditContext, out: Reconstruction) -> tuple[Matches, Matches]:
     """(matches to the members, matches to the synthetic set), within the class when labelled."""
-    top_k = ctx.profile.matching.top_k
+    top_k, transforms = ctx.profile.matching.top_k, ctx.profile.matching.transforms
     return (
-        match_by_class(out.images, out.labels, ctx.reference.members, top_k),
-        match_by_class(out.images, out.labels, ctx.synthetic, top_k),
+        match_by_class(out.images, out.labels, ctx.reference.members, top_k, transforms),
+        match_by_class(out.images, out.labels, ctx.synthetic, top_k, transforms),
     )
 
 

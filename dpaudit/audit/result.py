@@ -89,6 +89,7 @@ METRIC_SCHEMA = Record(
         "baseline": Nullable(NUMBER),
         "target": Nullable(NUMBER),
         "n": DictOf(COUNT),
+        "invalid": Nullable(STRING),  # why the value cannot be trusted
     },
     required=("value", "direction", "meaning"),
 )

@@ -1,11 +1,12 @@
 """Similarity: how close is each synthetic image to a real training image (pixel space)?
 
 For every synthetic image, its nearest member by L2, the PSNR and SSIM to that neighbour, and
-the best SSIM among its top-k L2 candidates (`dpaudit.audit.matching`). Three readings come out
-of it:
+the best SSIM among its candidates, each moved by the small transformation (shift, rotation,
+flip, intensity) that brings it closest (`dpaudit.audit.matching`, `dpaudit.transforms`). Three
+readings come out of it:
 
-- DCR (distance to the closest record): the share of synthetic images whose closest real image
-  is a member rather than a holdout image, corrected to equal set sizes, so that 0.5 means no
+- DCR (distance to the closest record, exact pixel L2): the share of synthetic images whose
+  closest real image is a member rather than a holdout image, corrected to equal set sizes, so that 0.5 means no
   memorization and 1 means every synthetic image sits on a member.
 - near-copies: the share with best SSIM >= a threshold, beside the same share for holdout
   images against the members (natural near-duplicates; about 5% on MNIST), and the excess.
@@ -28,6 +29,7 @@ from dpaudit.audit.spec import CheckSpec
 from dpaudit.image_similarity import ssim_window
 from dpaudit.neighbors import nearest_neighbors
 from dpaudit.sampling import seeded_sample
+from dpaudit.transforms import affine_moves
 
 HIST_EDGES = np.linspace(0.0, 1.0, 21)
 PAIRS_PER_ROW = 4  # of the worst-pairs figure
@@ -77,6 +79,14 @@ def _histogram(values: torch.Tensor) -> list[int]:
     return counts.tolist()
 
 
+def _describe_move(move: tuple[float, float, float, bool]) -> str:
+    """A transformation in words, e.g. "shift (2, -1)", "rotation 10", "none"."""
+    dx, dy, angle, flipped = move
+    parts = ([f"shift ({dx:g}, {dy:g})"] if dx or dy else []) + ([f"rotation {angle:g}"] if angle else [])
+    parts += ["flip"] if flipped else []
+    return ", ".join(parts) or "none"
+
+
 def run(ctx: AuditContext) -> CheckResult:
     """The similarity check: DCR share, near-copies against the holdout baseline, mean NN SSIM/PSNR."""
     config, matching = ctx.profile.similarity, ctx.profile.matching
@@ -87,8 +97,11 @@ def run(ctx: AuditContext) -> CheckResult:
     if len(pick) < len(ctx.synthetic):
         ctx.warn(f"similarity: {len(pick)} of {len(ctx.synthetic)} synthetic images matched (profile {ctx.profile.name}).")
 
-    matches = match_to_reference(synthetic, members, matching.top_k, "synthetic vs members")
+    matches = match_to_reference(synthetic, members, matching.top_k, "synthetic vs members", matching.transforms)
     baseline = holdout_baseline(ctx)
+    # DCR compares a pool of members with a 5x smaller holdout: it needs exact distances. The
+    # transformation-aware search proposes a fixed number of candidates, so it misses the true
+    # nearest more often in the larger pool, which would tilt the share towards the holdout.
     d_holdout, _ = nearest_neighbors(synthetic, holdout, k=1, progress="synthetic vs holdout")
     dcr = dcr_member_share(matches.l2, d_holdout[:, 0].sqrt(), len(members), len(holdout))
 
@@ -102,13 +115,14 @@ def run(ctx: AuditContext) -> CheckResult:
     result.metrics = {
         "dcr_member_share": Metric(
             dcr["value"], "target",
-            "share of synthetic images closer to a member than to any holdout image, at equal set sizes "
+            "share of synthetic images closer (pixel L2) to a member than to any holdout image, at equal set sizes "
             "(0.5 = no memorization, 1 = all sit on members)",
             range=(0.0, 1.0), ci=dcr["ci"], target=0.5, n=n,
         ),
         "near_copy_share": Metric(
             share, "lower",
-            f"share of synthetic images with SSIM >= {threshold:g} to some member (baseline: holdout images)",
+            f"share of synthetic images with SSIM >= {threshold:g} to some member, up to small transformations "
+            "(baseline: holdout images)",
             range=(0.0, 1.0), baseline=base_share, n=n,
         ),
         "near_copy_excess": Metric(
@@ -128,12 +142,16 @@ def run(ctx: AuditContext) -> CheckResult:
         ),
     }
     worst = matches.best_ssim.argsort(descending=True, stable=True)[: config.n_worst]
+    moves = affine_moves(matching.transforms)
     result.details = {
         "near_copy_threshold": threshold,
         "near_copy_count": int(copies.sum()),
         "holdout_near_copy_count": int((baseline.best_ssim >= threshold).sum()),
         "baseline_n": n_base,
         "top_k": matching.top_k,
+        "transforms": matching.transforms.describe(),
+        # near-copies whose best match needed a geometric transformation (a shift, rotation or flip)
+        "near_copy_moved_count": int((copies & (matches.best_ssim_move != 0)).sum()),
         "ssim_window": list(ssim_window(*synthetic.shape[-2:])),
         "dcr_raw_share": dcr["raw_share"],
         "dcr_null_raw_share": dcr["null_raw_share"],
@@ -145,7 +163,8 @@ def run(ctx: AuditContext) -> CheckResult:
             "holdout": _histogram(baseline.best_ssim),
         },
         "worst_pairs": [
-            {"synthetic_index": int(pick[i]), "member_index": int(matches.best_ssim_idx[i]), "ssim": float(matches.best_ssim[i])}
+            {"synthetic_index": int(pick[i]), "member_index": int(matches.best_ssim_idx[i]),
+             "ssim": float(matches.best_ssim[i]), "move": _describe_move(moves[int(matches.best_ssim_move[i])])}
             for i in worst
         ],
     }

@@ -91,6 +91,7 @@ def _metric_row(check: str, name: str, metric: Metric) -> dict:
         "range": metric.range,
         "meaning": metric.meaning,
         "n": metric.n,
+        "invalid": metric.invalid,
     }
 
 
@@ -199,8 +200,9 @@ def _alerts(result: AuditResult) -> list[str]:
     also an alert is listed once, as the alert)."""
     alerts = []
     for _, check in ordered_checks(result):  # membership, privacy_claim and the training audit
-        if check.details.get("reaccount_warning"):  # the training audit's runs' declared mechanisms
-            alerts.append(check.details["reaccount_warning"])
+        for key in ("holdout_warning", "reaccount_warning"):  # membership's holdout test, the training audit's runs
+            if check.details.get(key):
+                alerts.append(check.details[key])
         if not check.details.get("claim_violated"):
             continue
         bound = check.metrics.get("epsilon_lower_bound")

@@ -120,8 +120,9 @@ def test_holdout_baseline_is_computed_once_per_context(digits):
     baseline = holdout_baseline(ctx)
     assert holdout_baseline(ctx) is baseline  # computed once per context
     # Quick's cap (2,000) exceeds the 360 holdout digits: all of them, in order.
-    want = match_to_reference(digits.holdout.x, digits.members.x, QUICK.matching.top_k)
-    for name in ("idx", "l2", "psnr", "ssim", "best_ssim", "best_ssim_idx"):
+    want = match_to_reference(digits.holdout.x, digits.members.x, QUICK.matching.top_k,
+                              transforms=QUICK.matching.transforms)
+    for name in ("idx", "l2", "psnr", "ssim", "best_ssim", "best_ssim_idx", "best_ssim_move", "moved_l2"):
         assert torch.equal(getattr(baseline, name), getattr(want, name)), name
 
 

@@ -17,7 +17,9 @@ from dpaudit.audit import membership_check
 from dpaudit.audit.profiles import QUICK
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import load_extractor
-from dpaudit.audit.result import AuditResult
+from dpaudit.audit.gate import apply_policy, load_policy
+from dpaudit.audit.result import AuditResult, load_result
+from dpaudit.datasets import Reference
 from dpaudit.images import ImageSet
 from dpaudit.manifest import Manifest
 
@@ -136,3 +138,30 @@ def test_the_ceiling_and_verdict_say_when_a_claim_was_never_tested(tmp_path):
         if verdict == "inconclusive":
             assert any("inconclusive" in w for w in result.warnings)
             assert details["canaries_needed"] is None  # the one-run delta term caps it below 10 at delta 1e-5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_random_split_passes_the_holdout_test(digits, seed):
+    split = draw_targets(len(digits.members), len(digits.holdout), per_side=1000, reference=1000, seed=seed)
+    test = membership_check.holdout_test(membership_check.attack_inputs(context(digits.holdout, digits), split), split)
+    assert test["exchangeable"] and abs(test["auc"] - 0.5) < 0.1
+
+
+def test_a_holdout_from_other_writers_is_flagged_and_its_numbers_invalid(digits, tmp_path):
+    """digits' last 360 images (its test split) come from other writers than the rest: used as
+    the holdout, they are nearer each other than the members are to them. The holdout test
+    rejects, every membership number is marked invalid, no claim is refuted on it, and the gate
+    fails a rule that reads one, saying why."""
+    shifted = Reference(digits.members, digits.test, digits.holdout, "digits:other-writers", "digits")
+    ctx = context(digits.holdout, shifted, epsilon=0.01)
+    result = membership_check.run(ctx)
+    assert not result.details["holdout_test"]["exchangeable"], result.details["holdout_test"]
+    assert result.details["verdict"] == "invalid" and not result.details["claim_violated"]
+    assert all(m.invalid for m in result.metrics.values())
+    assert any(w.startswith("HOLDOUT NOT EXCHANGEABLE") for w in ctx.warnings)
+    wrapper = AuditResult(synthetic={}, reference={}, feature_extractor={}, seed=0, profile="quick",
+                          checks={"membership": result})
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nmetric = "membership.auc"\nmax = 1.0\n')
+    verdict = apply_policy(load_result(wrapper.save(tmp_path / "result.json")), load_policy(policy))
+    assert not verdict.passed and "cannot be trusted: the holdout is not exchangeable" in verdict.outcomes[0].message
