@@ -39,9 +39,9 @@ from dpaudit.audit.context import AuditContext
 from dpaudit.audit.result import CheckResult, Metric
 from dpaudit.audit.spec import CheckSpec
 from dpaudit.errors import DpauditError
+from dpaudit.neighbors import nearest_distance
 from dpaudit.nets import make_classifier
 from dpaudit.privacy import DEFAULT_DELTA
-from dpaudit.neighbors import nearest_distance
 
 CONFIDENCE = 0.95
 # Members and holdout are tested for exchangeability at this level before the membership numbers
@@ -185,9 +185,8 @@ def run(ctx: AuditContext) -> CheckResult:
     holdout_warning = None
     if not exchangeability["exchangeable"]:
         holdout_warning = (
-            f"HOLDOUT NOT EXCHANGEABLE: the members and the holdout differ (their distances to the reference images, "
-            f"Mann-Whitney p = "
-            f"{exchangeability['p_value']:.3g} < {EXCHANGEABILITY_LEVEL:g}), so the membership attacks measure that "
+            "HOLDOUT NOT EXCHANGEABLE: the members and the holdout differ (their distances to the reference images, "
+            f"Mann-Whitney p = {exchangeability['p_value']:.3g} < {EXCHANGEABILITY_LEVEL:g}), so the membership attacks measure that "
             "difference, not membership: their numbers and the epsilon bound are invalid. Draw the holdout at random "
             "from the same pool as the members (README: Splits)."
         )
