@@ -21,7 +21,8 @@ works in two steps, so that its cost stays bounded:
 
 Transforms are bilinear `grid_sample` moves with the border pixels extended (exact for integer
 shifts). Written by hand: torchvision's functional transforms take one angle or shift per call,
-and the re-ranking needs every (candidate, transformation) pair of a chunk in one batched call.
+and a chunk of queries needs every move of the set (and `aligned_pairs` a move per image) in one
+batched call.
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ def propose(queries: torch.Tensor, refs: torch.Tensor, config: TransformConfig,
             pixel_idx: torch.Tensor | None = None) -> torch.Tensor:
     """[N, K] reference indices worth re-ranking for each query: its L2-nearest in pixels
     (`pixel_idx` where the caller has searched already, else config.candidates of them), then,
-    with transformations, its config.candidates nearest by spectrum, of the flipped query too
-    when flips are allowed. Duplicates are kept (they re-rank to the same distance)."""
+    with transformations, the config.candidates nearest by spectrum of the query as it is and
+    turned back by each angle (and flipped, where flips are allowed). Duplicates are kept (they
+    re-rank to the same distance)."""
     k = min(config.candidates, len(refs))
     proposals = [nearest_neighbors(queries, refs, k=k)[1] if pixel_idx is None else pixel_idx]
     if not config.identity_only:
@@ -125,8 +127,9 @@ def propose(queries: torch.Tensor, refs: torch.Tensor, config: TransformConfig,
         turns = [(0.0, 0.0, -angle, flipped) for angle in (0.0, *config.rotations)
                  for flipped in ((False, True) if config.flips else (False,))]
         thetas = _thetas(turns, *queries.shape[-2:])
-        for theta in thetas:
-            turned = move(queries.float(), theta.expand(len(queries), 2, 3))
+        for turn, theta in zip(turns, thetas):
+            identity = turn == (0.0, 0.0, 0.0, False)
+            turned = queries.float() if identity else move(queries.float(), theta.expand(len(queries), 2, 3))
             proposals.append(nearest_neighbors(spectrum(turned), ref_rows, k=k)[1])
     return torch.cat(proposals, 1)
 

@@ -245,7 +245,8 @@ def _check_result(plans, releases, scores: dict[str, np.ndarray], labels: np.nda
             {"run": p.index, "included": int(p.included.sum()), "members": len(p.members),
              "released": len(r.synthetic), "seconds": round(r.seconds, 3),
              "epsilon_reported": None if r.manifest is None else r.manifest.epsilon,
-             "reaccounted": _reaccounted(r.manifest, budget)}
+             "reaccounted": None if r.manifest is None else reaccount_declared(r.manifest.details, budget.epsilon,
+                                                                                budget.delta)}
             for p, r in zip(plans, releases)
         ],
         "score_hist": _histogram(scores[best_rule], labels, best_rule),
@@ -272,11 +273,6 @@ def _check_result(plans, releases, scores: dict[str, np.ndarray], labels: np.nda
     result.details = details
     _add_exposed_figure(result, plans, releases, scores[best_rule])
     return result
-
-
-def _reaccounted(manifest: Manifest | None, budget: PrivacyBudget) -> dict | None:
-    """The run's declared history (manifest details.history) re-accounted at the claim's delta."""
-    return None if manifest is None else reaccount_declared(manifest.details, budget.epsilon, budget.delta)
 
 
 def _histogram(scores: np.ndarray, labels: np.ndarray, rule: str) -> dict:
