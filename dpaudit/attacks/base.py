@@ -176,6 +176,34 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, level: float) -> float:
     return float(tpr[j] + w * (tpr[j + 1] - tpr[j]))
 
 
+@dataclass(frozen=True)
+class Figures:
+    """One attack's figures on one set of targets: the ROC, the AUC with its DeLong standard
+    error, the TPR at each FPR level, the advantage."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    auc: float
+    auc_se: float
+    tpr_at: dict[str, float]
+    advantage: float
+    n_members: int
+
+    def value(self, key: str) -> float:
+        """The figure named by a membership metric key (`auc`, `advantage`, `tpr_at_fpr_1pct`, ...)."""
+        if key.startswith("tpr_at_fpr_"):
+            return self.tpr_at[key.removeprefix("tpr_at_fpr_")]
+        return getattr(self, key)
+
+
+def figures(scores: np.ndarray, labels: np.ndarray) -> Figures:
+    """The figures of `scores` (higher = more likely a member) against `labels` (1 = member)."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    auc, se = delong_auc(scores, labels)
+    return Figures(fpr, tpr, auc, se, {key: tpr_at_fpr(fpr, tpr, level) for key, level in FPR_LEVELS.items()},
+                   float(np.max(tpr - fpr)), int(labels.sum()))
+
+
 def _compact_roc(fpr: np.ndarray, tpr: np.ndarray, n_neg: int) -> dict:
     """The ROC for JSON: exact when short, else interpolated on a log + linear FPR grid."""
     if len(fpr) > MAX_ROC_POINTS:
@@ -233,19 +261,18 @@ class AttackResult:
         labels = np.asarray(labels, dtype=int)
         if labels.min() == labels.max():
             raise ValueError("an attack needs both member and non-member targets")
-        fpr, tpr, _ = roc_curve(labels, scores)
-        auc, se = delong_auc(scores, labels)
+        f = figures(scores, labels)
         z = stats.norm.ppf((1 + AUC_CONFIDENCE) / 2)
         return cls(
             name=name,
             scores=scores,
             labels=labels,
-            fpr=fpr,
-            tpr=tpr,
+            fpr=f.fpr,
+            tpr=f.tpr,
             auc=float(roc_auc_score(labels, scores)),
-            auc_ci=(max(0.0, auc - z * se), min(1.0, auc + z * se)),
-            tpr_at={key: tpr_at_fpr(fpr, tpr, level) for key, level in FPR_LEVELS.items()},
-            advantage=float(np.max(tpr - fpr)),
+            auc_ci=(max(0.0, f.auc - z * f.auc_se), min(1.0, f.auc + z * f.auc_se)),
+            tpr_at=f.tpr_at,
+            advantage=f.advantage,
             epsilon=CanaryScoreAuditor(scores, labels).epsilon_lower_bounds(
                 delta=delta, alpha=alpha, seed=seed, methods=RELEASE_BOUNDS),
             details=dict(details or {}),

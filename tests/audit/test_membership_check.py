@@ -55,12 +55,11 @@ def test_copying_generator_refutes_a_false_claim(digits):
     assert any(w.startswith("PRIVACY CLAIM REFUTED") for w in ctx.warnings)
     attacks = result.details["attacks"]
     assert set(attacks) == BLACK_BOX | {"downstream_loss", "downstream_lira"}
-    # Each reported metric is the best attack's, and the AUC interval is that attack's.
-    for key in METRICS:
-        best = max(a[key] for a in attacks.values())
-        assert result.metrics[key].value == pytest.approx(best)
+    # Every attack catches a copier, so the best one on each fold is as good as the best on all targets.
+    for key in METRICS - {"epsilon_lower_bound"}:
+        assert result.metrics[key].value == pytest.approx(max(a[key] for a in attacks.values()), abs=0.02)
         assert result.details["strongest_per_metric"][key] in attacks
-    assert result.metrics["auc"].ci == pytest.approx(tuple(attacks[result.details["strongest"]]["auc_ci"]))
+        assert set(result.details["headline_attacks"][key]) <= set(attacks)
     # Bonferroni over 2 bounds per attack keeps the maximum at 95%.
     assert result.details["alpha_per_bound"] == pytest.approx(0.05 / (2 * len(attacks)))
 
@@ -81,6 +80,8 @@ def test_real_images_from_neither_split_keep_the_claim(digits):
     result = membership_check.run(ctx)
     assert result.details["claim_violated"] is False
     assert result.metrics["epsilon_lower_bound"].value <= 0.5
+    assert result.metrics["auc"].ci[0] <= 0.5  # no evidence of leakage
+    assert result.metrics["tpr_at_fpr_0p1pct"].ci[0] <= 0.01  # the README policy's bound, read at its lower end
     assert not any("PRIVACY CLAIM" in w for w in ctx.warnings)
     assert "downstream_lira" not in result.details["attacks"]  # the quick profile trains no shadows
 
@@ -119,6 +120,8 @@ def test_a_registered_toy_attack_is_run_audited_and_can_be_the_strongest(digits,
     toy = result.details["attacks"]["toy_oracle"]
     assert toy["auc"] == 1.0 and toy["family"] == "synthetic" and toy["space"] == "pixel" and toy["note"]
     assert result.details["strongest"] == "toy_oracle" and result.details["claim_violated"] is True
+    assert result.details["headline_attacks"]["auc"] == ["toy_oracle", "toy_oracle"]
+    assert result.metrics["auc"].value == 1.0
     assert result.details["alpha_per_bound"] == pytest.approx(0.05 / (2 * len(result.details["attacks"])))
 
 
