@@ -35,8 +35,8 @@ from dpaudit.attacks import MEMBERSHIP_ATTACKS
 from dpaudit.attacks.auditor import RELEASE_BOUNDS, CanaryScoreAuditor, canaries_needed, claim_verdict
 from dpaudit.attacks.base import FPR_LEVELS, AttackResult, MembershipInputs, TargetSplit, draw_targets
 from dpaudit.attacks.downstream import LiraConfig
-from dpaudit.attacks.selection import cross_fit
 from dpaudit.attacks.membership import DomiasConfig, LoganConfig
+from dpaudit.attacks.selection import cross_fit
 from dpaudit.audit.classifiers import tstr_classifier
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.result import CheckResult, Metric

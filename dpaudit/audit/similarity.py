@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import binomtest
 
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.figures import tile_grid
@@ -27,6 +26,7 @@ from dpaudit.audit.matching import holdout_baseline, match_to_reference
 from dpaudit.audit.result import CheckResult, Metric
 from dpaudit.audit.spec import CheckSpec
 from dpaudit.image_similarity import ssim_window
+from dpaudit.intervals import difference, wilson
 from dpaudit.neighbors import nearest_neighbors
 from dpaudit.sampling import seeded_sample
 from dpaudit.transforms import affine_moves
@@ -64,10 +64,10 @@ def dcr_member_share(d_members: torch.Tensor, d_holdout: torch.Tensor, n_members
         odds = share / (1.0 - share) / prior_odds
         return odds / (1.0 + odds)
 
-    ci = binomtest(int(round(wins)), n).proportion_ci(0.95, method="wilson")
+    low, high = wilson(round(wins), n)
     return {
         "value": corrected(wins / n),
-        "ci": (corrected(ci.low), corrected(ci.high)),
+        "ci": (corrected(low), corrected(high)),
         "raw_share": wins / n,
         "null_raw_share": n_members / (n_members + n_holdout),
     }
@@ -106,8 +106,8 @@ def run(ctx: AuditContext) -> CheckResult:
     dcr = dcr_member_share(matches.l2, d_holdout[:, 0].sqrt(), len(members), len(holdout))
 
     copies = matches.best_ssim >= threshold
-    share = float(copies.float().mean())
-    base_share = float((baseline.best_ssim >= threshold).float().mean())
+    n_copies, n_base_copies = int(copies.sum()), int((baseline.best_ssim >= threshold).sum())
+    share, base_share = n_copies / len(pick), n_base_copies / len(baseline)
     n = {"synthetic": len(pick), "members": len(members), "holdout": len(holdout)}
     n_base = {"holdout": len(baseline), "members": len(members)}
 
@@ -123,12 +123,13 @@ def run(ctx: AuditContext) -> CheckResult:
             share, "lower",
             f"share of synthetic images with SSIM >= {threshold:g} to some member, up to small transformations "
             "(baseline: holdout images)",
-            range=(0.0, 1.0), baseline=base_share, n=n,
+            range=(0.0, 1.0), ci=wilson(n_copies, len(pick)), baseline=base_share, n=n,
         ),
         "near_copy_excess": Metric(
             share - base_share, "lower",
-            "near-copy share minus the share of holdout images that are as close to a member by chance",
-            range=(-1.0, 1.0), baseline=0.0, n=n,
+            "near-copy share minus the share of holdout images that are as close to a member by chance "
+            "(interval: Newcombe's, for a difference of two shares)",
+            range=(-1.0, 1.0), ci=difference(n_copies, len(pick), n_base_copies, len(baseline)), baseline=0.0, n=n,
         ),
         "mean_nn_ssim": Metric(
             float(matches.ssim.mean()), "info",
@@ -145,8 +146,8 @@ def run(ctx: AuditContext) -> CheckResult:
     moves = affine_moves(matching.transforms)
     result.details = {
         "near_copy_threshold": threshold,
-        "near_copy_count": int(copies.sum()),
-        "holdout_near_copy_count": int((baseline.best_ssim >= threshold).sum()),
+        "near_copy_count": n_copies,
+        "holdout_near_copy_count": n_base_copies,
         "baseline_n": n_base,
         "top_k": matching.top_k,
         "transforms": matching.transforms.describe(),

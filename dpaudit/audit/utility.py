@@ -13,7 +13,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
@@ -22,6 +21,7 @@ from dpaudit.audit.classifiers import trtr_classifier, tstr_classifier
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.result import CheckResult, Metric
 from dpaudit.audit.spec import CheckSpec
+from dpaudit.intervals import wilson
 from dpaudit.nets import predict_logits
 from dpaudit.sampling import seeded_sample
 
@@ -54,8 +54,7 @@ def _sklearn_correct(model, x_train, y_train, x_test, y_test) -> tuple[int, bool
 
 
 def _accuracy_metric(correct: int, n_test: int, meaning: str, n: dict) -> Metric:
-    ci = binomtest(correct, n_test).proportion_ci(0.95, method="wilson")
-    return Metric(correct / n_test, "higher", meaning, range=(0.0, 1.0), ci=(ci.low, ci.high), n=n)
+    return Metric(correct / n_test, "higher", meaning, range=(0.0, 1.0), ci=wilson(correct, n_test), n=n)
 
 
 def run(ctx: AuditContext) -> CheckResult:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from statsmodels.stats.proportion import confint_proportions_2indep
 
 from dpaudit.audit import similarity
 from dpaudit.audit.context import AuditContext
@@ -49,6 +50,7 @@ def test_members_as_synthetic_are_all_near_copies(digits):
     base_share = float((baseline.best_ssim >= 0.95).float().mean())
     assert result.metrics["near_copy_share"].baseline == pytest.approx(base_share)
     assert result.metrics["near_copy_excess"].value == pytest.approx(1.0 - base_share)
+    assert result.metrics["near_copy_excess"].ci[0] > 0.5  # strong evidence of copying
     hist = result.details["ssim_hist"]
     assert sum(hist["synthetic"]) == len(digits.members) and sum(hist["holdout"]) == len(digits.holdout)
     assert len(hist["edges"]) == len(hist["synthetic"]) + 1
@@ -64,8 +66,15 @@ def test_unseen_images_give_dcr_near_one_half_and_no_excess():
     result = similarity.run(AuditContext(train.subset(unseen), reference, "quick"))
     dcr = result.metrics["dcr_member_share"]
     assert abs(dcr.value - 0.5) < 0.1 and dcr.ci[0] < 0.5 < dcr.ci[1]
-    assert abs(result.metrics["near_copy_excess"].value) < 0.05
+    excess = result.metrics["near_copy_excess"]
+    assert abs(excess.value) < 0.05
+    assert excess.ci[0] < 0 < excess.ci[1]  # no evidence of copying
     assert result.metrics["near_copy_share"].value < 0.5
+    # The excess's interval is Newcombe's of the two counts (statsmodels as the reference).
+    d = result.details
+    reference_ci = confint_proportions_2indep(d["near_copy_count"], len(unseen), d["holdout_near_copy_count"],
+                                              d["baseline_n"]["holdout"], method="newcomb", compare="diff")
+    assert excess.ci == pytest.approx(reference_ci)
 
 
 def test_profile_caps_the_matched_synthetic_images(digits):

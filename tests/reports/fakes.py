@@ -48,8 +48,9 @@ def fake_result(*, generator: str = "dp-merf", name: str = "synthetic", epsilon:
 
     similarity = CheckResult("similarity", seconds=1.0)
     similarity.metrics = {
-        "near_copy_share": Metric(0.012, "lower", "Share of synthetic images that nearly copy a member.", (0, 1), baseline=0.010),
-        "near_copy_excess": Metric(0.002, "lower", "Near-copy share above the holdout baseline.", (-1, 1)),
+        "near_copy_share": Metric(0.012, "lower", "Share of synthetic images that nearly copy a member.", (0, 1),
+                                  ci=(0.008, 0.018), baseline=0.010),
+        "near_copy_excess": Metric(0.002, "lower", "Near-copy share above the holdout baseline.", (-1, 1), ci=(-0.005, 0.009)),
         "mean_nn_ssim": Metric(0.41, "info", "Mean SSIM to the nearest member.", (-1, 1), baseline=0.43),
     }
     edges = np.linspace(0, 1, 21)
@@ -66,9 +67,9 @@ def fake_result(*, generator: str = "dp-merf", name: str = "synthetic", epsilon:
     membership.metrics = {
         "auc": Metric(auc, "lower", "Attack AUC, members vs holdout; 0.5 is chance.", (0, 1), ci=(auc - 0.04, auc + 0.04), baseline=0.5),
         "advantage": Metric(0.08, "lower", "Best TPR - FPR of the attack.", (0, 1)),
-        "tpr_at_fpr_10pct": Metric(0.14, "lower", "TPR at 10% FPR.", (0, 1), baseline=0.10),
-        "tpr_at_fpr_1pct": Metric(0.015, "lower", "TPR at 1% FPR.", (0, 1), baseline=0.01),
-        "tpr_at_fpr_0p1pct": Metric(0.002, "lower", "TPR at 0.1% FPR.", (0, 1), baseline=0.001),
+        "tpr_at_fpr_10pct": Metric(0.14, "lower", "TPR at 10% FPR.", (0, 1), ci=(0.12, 0.16), baseline=0.10),
+        "tpr_at_fpr_1pct": Metric(0.015, "lower", "TPR at 1% FPR.", (0, 1), ci=(0.009, 0.024), baseline=0.01),
+        "tpr_at_fpr_0p1pct": Metric(0.002, "lower", "TPR at 0.1% FPR.", (0, 1), ci=(0.0005, 0.007), baseline=0.001),
         "epsilon_lower_bound": Metric(eps_lb, "lower", "Epsilon the attack proves at least (95% confidence).", (0, float("inf"))),
     }
     membership.details = {
