@@ -37,3 +37,22 @@ def jittered(x: torch.Tensor, seed: int, family: str = "shift", noise: float = 0
         else:
             raise ValueError(family)
     return (out + noise * torch.randn(x.shape, generator=g)).clamp(0, 1)
+
+
+def blended(x: torch.Tensor, seed: int, noise: float = 0.02) -> torch.Tensor:
+    """Each image averaged with a random other one of `x` (weights 0.5), plus Gaussian pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    partner = (torch.arange(len(x)) + torch.randint(1, len(x), (len(x),), generator=g)) % len(x)
+    return ((x + x[partner]) / 2 + noise * torch.randn(x.shape, generator=g)).clamp(0, 1)
+
+
+def patched(x: torch.Tensor, seed: int, side: int, noise: float = 0.02) -> torch.Tensor:
+    """Each image with one side x side square, at a random place, replaced by uniform noise,
+    plus Gaussian pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    out = x.clone()
+    h, w = x.shape[-2:]
+    for i in range(len(x)):
+        top, left = int(torch.randint(0, h - side + 1, (1,), generator=g)), int(torch.randint(0, w - side + 1, (1,), generator=g))
+        out[i, :, top : top + side, left : left + side] = torch.rand(x.shape[1], side, side, generator=g)
+    return (out + noise * torch.randn(x.shape, generator=g)).clamp(0, 1)

@@ -5,7 +5,8 @@ Each query image gets its L2-nearest reference image (exact search, `dpaudit.nei
 PSNR and SSIM to it, and the best SSIM among its candidates: its top-k L2-nearest and the ones
 the transformation-aware search proposes (`dpaudit.transforms`), each moved by the
 transformation that brings it closest to the query, so that a shifted, rotated or re-lit copy
-scores as the copy it is. The holdout baseline is the same matching for real images no
+scores as the copy it is. On request, the best blend of two candidates and the best partial
+match (`dpaudit.composites`). The holdout baseline is the same matching for real images no
 generator saw: how close unseen images come to the members by chance (under the same
 transformations), computed once per audit.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from dpaudit.audit.context import AuditContext
+from dpaudit.composites import BLEND_CANDIDATES, Blends, Partials, best_blends, best_partials
 from dpaudit.image_similarity import pairwise_psnr, pairwise_ssim
 from dpaudit.images import ImageSet
 from dpaudit.neighbors import nearest_neighbors
@@ -50,6 +52,9 @@ class Matches:
     best_ssim_idx: torch.Tensor  # [N] reference index of that best-SSIM candidate
     best_ssim_move: torch.Tensor  # [N] its transformation: an index into transforms.affine_moves (0 = none)
     moved_l2: torch.Tensor  # [N] L2 distance to the nearest candidate up to the transformations
+    # the best blend of two candidates and the best partial match (`composites=True` only)
+    blends: Blends | None = None
+    partials: Partials | None = None
 
     def __len__(self) -> int:
         return len(self.idx)
@@ -57,15 +62,17 @@ class Matches:
 
 def match_to_reference(
     queries: torch.Tensor, refs: torch.Tensor, top_k: int = 5, progress: str | None = None,
-    transforms: TransformConfig = NO_TRANSFORMS,
+    transforms: TransformConfig = NO_TRANSFORMS, composites: bool = False,
 ) -> Matches:
     """Match N x C x H x W query images to M x C x H x W reference images: the L2-nearest one with
     its PSNR and SSIM, and the best SSIM among the `top_k` candidates nearest up to the
     transformations (proposed by the L2 and the transformation-aware search), each measured
-    under its best transformation."""
-    sq, idx = nearest_neighbors(queries, refs, k=max(top_k, transforms.candidates), progress=progress)
+    under its best transformation; with `composites`, also the best blend and partial match
+    among the L2-nearest candidates (`dpaudit.composites`)."""
+    pool = max(top_k, transforms.candidates)  # the composites search more, the rest the same either way
+    sq, idx = nearest_neighbors(queries, refs, k=max(pool, BLEND_CANDIDATES) if composites else pool, progress=progress)
     nearest = idx[:, 0]
-    proposed = propose(queries, refs, transforms, pixel_idx=idx)
+    proposed = propose(queries, refs, transforms, pixel_idx=idx[:, :pool])
     distances, moves = align(queries, refs, proposed, transforms)
     # SSIM for the top_k candidates up to the transformations (SSIM is the costly measure)
     k = min(top_k, proposed.shape[1])
@@ -88,6 +95,8 @@ def match_to_reference(
         best_ssim_idx=candidates.gather(1, pos[:, None])[:, 0],
         best_ssim_move=moves.gather(1, pos[:, None])[:, 0],
         moved_l2=distances[:, 0].float(),
+        blends=best_blends(queries, refs, idx, sq[:, 0]) if composites else None,
+        partials=best_partials(queries, refs, idx, sq[:, 0]) if composites else None,
     )
 
 
@@ -114,14 +123,15 @@ def match_by_class(queries: torch.Tensor, labels: torch.Tensor | None, refs: Ima
 
 def holdout_baseline(ctx: AuditContext) -> Matches:
     """Holdout images (a seeded sample) matched against the members, once per audit: how close
-    unseen real images come to the members by chance."""
+    unseen real images come to the members by chance (and how often they look like blends or
+    partial copies)."""
     config = ctx.profile.matching
 
     def compute() -> Matches:
         holdout = ctx.reference.holdout.x
         pick = seeded_sample(len(holdout), config.max_holdout, ctx.seed + 1)
         return match_to_reference(holdout[pick], ctx.reference.members.x, config.top_k, "holdout vs members",
-                                  transforms=config.transforms)
+                                  transforms=config.transforms, composites=True)
 
     return ctx.cached("matching:holdout_baseline", compute)
 

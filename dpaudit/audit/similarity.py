@@ -2,7 +2,7 @@
 
 For every synthetic image, its nearest member by L2, the PSNR and SSIM to that neighbour, and
 the best SSIM among its candidates, each moved by the small transformation (shift, rotation,
-flip, intensity) that brings it closest (`dpaudit.audit.matching`, `dpaudit.transforms`). Three
+flip, intensity) that brings it closest (`dpaudit.audit.matching`, `dpaudit.transforms`). These
 readings come out of it:
 
 - DCR (distance to the closest record, exact pixel L2): the share of synthetic images whose
@@ -10,6 +10,9 @@ readings come out of it:
   memorization and 1 means every synthetic image sits on a member.
 - near-copies: the share with best SSIM >= a threshold, beside the same share for holdout
   images against the members (natural near-duplicates; about 5% on MNIST), and the excess.
+- blends and partial copies (`dpaudit.composites`): the share of synthetic images that are
+  the mean of two members, or a member with a patch replaced, and are not near-copies, beside
+  the same share for holdout images, and the excess.
 - the worst pairs (highest SSIM) as a figure for the report.
 """
 
@@ -22,9 +25,10 @@ import torch
 
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.figures import tile_grid
-from dpaudit.audit.matching import holdout_baseline, match_to_reference
+from dpaudit.audit.matching import Matches, holdout_baseline, match_to_reference
 from dpaudit.audit.result import CheckResult, Metric
 from dpaudit.audit.spec import CheckSpec
+from dpaudit.composites import BLEND_MAX_RATIO, PARTIAL_MAX_RATIO, patch_side
 from dpaudit.image_similarity import ssim_window
 from dpaudit.intervals import difference, wilson
 from dpaudit.neighbors import nearest_neighbors
@@ -79,6 +83,34 @@ def _histogram(values: torch.Tensor) -> list[int]:
     return counts.tolist()
 
 
+COMPOSITE_MEANINGS = {
+    "blend": "a blend of two members (w a + (1 - w) b explains all but a "
+             f"{BLEND_MAX_RATIO:g} share of the squared distance to the nearest member)",
+    "partial_copy": "a member with one square patch replaced (outside the patch it explains all but a "
+                    f"{PARTIAL_MAX_RATIO:g} share of that distance)",
+}
+
+
+def composite(kind: str, matches: Matches, copies: torch.Tensor) -> torch.Tensor:
+    """Which matched images are composites of `kind` ("blend" or "partial_copy"), leaving out
+    the near-copies (`copies`), which are counted as such."""
+    if kind == "blend":
+        return (matches.blends.ratio <= BLEND_MAX_RATIO) & ~copies
+    return (matches.partials.ratio <= PARTIAL_MAX_RATIO) & ~copies
+
+
+def _composite_examples(kind: str, matches: Matches, found: torch.Tensor, pick: torch.Tensor, limit: int) -> list[dict]:
+    """The composites of `kind` that fit best (lowest ratio first): synthetic index, sources, ratio."""
+    fit = matches.blends if kind == "blend" else matches.partials
+    rows = torch.nonzero(found).flatten()
+    rows = rows[fit.ratio[rows].argsort(stable=True)][:limit]
+    if kind == "blend":
+        return [{"synthetic_index": int(pick[r]), "member_indices": fit.idx[r].tolist(),
+                 "weight": float(fit.weight[r]), "ratio": float(fit.ratio[r])} for r in rows]
+    return [{"synthetic_index": int(pick[r]), "member_index": int(fit.idx[r]),
+             "patch_corner": fit.corner[r].tolist(), "ratio": float(fit.ratio[r])} for r in rows]
+
+
 def _describe_move(move: tuple[float, float, float, bool]) -> str:
     """A transformation in words, e.g. "shift (2, -1)", "rotation 10", "none"."""
     dx, dy, angle, flipped = move
@@ -97,7 +129,8 @@ def run(ctx: AuditContext) -> CheckResult:
     if len(pick) < len(ctx.synthetic):
         ctx.warn(f"similarity: {len(pick)} of {len(ctx.synthetic)} synthetic images matched (profile {ctx.profile.name}).")
 
-    matches = match_to_reference(synthetic, members, matching.top_k, "synthetic vs members", matching.transforms)
+    matches = match_to_reference(synthetic, members, matching.top_k, "synthetic vs members", matching.transforms,
+                                 composites=True)
     baseline = holdout_baseline(ctx)
     # DCR compares a pool of members with a 5x smaller holdout: it needs exact distances. The
     # transformation-aware search proposes a fixed number of candidates, so it misses the true
@@ -106,8 +139,12 @@ def run(ctx: AuditContext) -> CheckResult:
     dcr = dcr_member_share(matches.l2, d_holdout[:, 0].sqrt(), len(members), len(holdout))
 
     copies = matches.best_ssim >= threshold
-    n_copies, n_base_copies = int(copies.sum()), int((baseline.best_ssim >= threshold).sum())
+    base_copies = baseline.best_ssim >= threshold
+    n_copies, n_base_copies = int(copies.sum()), int(base_copies.sum())
     share, base_share = n_copies / len(pick), n_base_copies / len(baseline)
+    composites = {kind: (composite(kind, matches, copies), composite(kind, baseline, base_copies))
+                  for kind in COMPOSITE_MEANINGS}
+    counts = {kind: (int(found.sum()), len(pick), int(base.sum()), len(baseline)) for kind, (found, base) in composites.items()}
     n = {"synthetic": len(pick), "members": len(members), "holdout": len(holdout)}
     n_base = {"holdout": len(baseline), "members": len(members)}
 
@@ -131,6 +168,14 @@ def run(ctx: AuditContext) -> CheckResult:
             "(interval: Newcombe's, for a difference of two shares)",
             range=(-1.0, 1.0), ci=difference(n_copies, len(pick), n_base_copies, len(baseline)), baseline=0.0, n=n,
         ),
+        **{
+            f"{kind}_excess": Metric(
+                counts[kind][0] / len(pick) - counts[kind][2] / len(baseline), "lower",
+                f"share of synthetic images that are {meaning} (and not near-copies), minus the same share of "
+                "holdout images (Newcombe interval)",
+                range=(-1.0, 1.0), ci=difference(*counts[kind]), baseline=0.0, n=n,
+            ) for kind, meaning in COMPOSITE_MEANINGS.items()
+        },
         "mean_nn_ssim": Metric(
             float(matches.ssim.mean()), "info",
             "mean SSIM between a synthetic image and its L2-nearest member (baseline: holdout images)",
@@ -141,6 +186,11 @@ def run(ctx: AuditContext) -> CheckResult:
             "mean PSNR (dB) between a synthetic image and its L2-nearest member (baseline: holdout images)",
             baseline=float(baseline.psnr.mean()), n=n,
         ),
+    }
+    composite_details = {
+        kind: {"count": counts[kind][0], "holdout_count": counts[kind][2],
+               "examples": _composite_examples(kind, matches, found, pick, config.n_worst)}
+        for kind, (found, _) in composites.items()
     }
     worst = matches.best_ssim.argsort(descending=True, stable=True)[: config.n_worst]
     moves = affine_moves(matching.transforms)
@@ -153,6 +203,9 @@ def run(ctx: AuditContext) -> CheckResult:
         "transforms": matching.transforms.describe(),
         # near-copies whose best match needed a geometric transformation (a shift, rotation or flip)
         "near_copy_moved_count": int((copies & (matches.best_ssim_move != 0)).sum()),
+        # blends and partial copies (dpaudit.composites), not counted as near-copies
+        "composites": {"blend_max_ratio": BLEND_MAX_RATIO, "partial_max_ratio": PARTIAL_MAX_RATIO,
+                       "patch_side": patch_side(*synthetic.shape[-2:]), **composite_details},
         "ssim_window": list(ssim_window(*synthetic.shape[-2:])),
         "dcr_raw_share": dcr["raw_share"],
         "dcr_null_raw_share": dcr["null_raw_share"],

@@ -22,7 +22,7 @@ from dpaudit.audit.similarity import dcr_member_share
 from dpaudit.datasets import Reference, load_official, split_indices
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet
-from tests.transformed_copies import jittered
+from tests.transformed_copies import blended, jittered, patched
 
 # Pixel noise on the moved copies: mild, as a generator's own noise would be.
 NOISE = 0.02
@@ -114,3 +114,26 @@ def test_jittered_copies_are_near_copies_and_jittered_unseen_images_are_not(mnis
     else:
         assert excess >= 0.2, (family, excess)  # 0.25 if every copy is found
         assert result.details["near_copy_moved_count"] >= (100 if family != "intensity" else 0)
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("source", ["members", "never-seen"])
+def test_blends_and_partial_copies_of_members_are_caught_and_of_unseen_images_are_not(mnist, source):
+    """A quarter of the synthetic set is blends of two images (the mean, plus noise), a quarter
+    is images with a 10 x 10 patch replaced by noise; the rest are never-seen test images. Made
+    from members, both kinds stand out against the holdout (0.25 each if every one is found);
+    made from never-seen test images the same way, neither does."""
+    g = torch.Generator().manual_seed(5)
+    pool = mnist.members.x[torch.randperm(len(mnist.members), generator=g)[:1000]] if source == "members" \
+        else mnist.test.x[-1000:]
+    made = torch.cat([blended(pool[:500], seed=6), patched(pool[500:], seed=7, side=10)])
+    synthetic = ImageSet(torch.cat([made, mnist.test.x[:1000]]), None, None, name=source)
+    result = similarity.run(AuditContext(synthetic, mnist, "quick"))
+    blends, partials = result.metrics["blend_excess"], result.metrics["partial_copy_excess"]
+    if source == "members":
+        assert blends.ci[0] >= 0.18 and partials.ci[0] >= 0.15, (blends, partials)
+        example = result.details["composites"]["blend"]["examples"][0]
+        assert example["synthetic_index"] < 500 and 0.3 <= example["weight"] <= 0.7
+    else:
+        assert blends.ci[0] <= 0.005 and partials.ci[0] <= 0.005, (blends, partials)
+    assert result.metrics["near_copy_excess"].ci[0] <= 0.005  # neither kind is a near-copy
