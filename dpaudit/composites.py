@@ -1,23 +1,28 @@
 """Synthetic images made of members: blends and partial copies.
 
-A generator that memorises can release more than copies: the mean of two members (a blend), or
-a member with one region replaced (a partial copy). Neither is close to any single member as a
-whole, so the near-copy search misses both; each is matched here to its sources among the
-query's candidates (its L2-nearest members, which hold both sources of a blend in about 9 of 10
-cases on MNIST: benchmarks/RESULTS.md, "Blends and partial copies"):
+A generator that memorises can release more than copies: a blend w a + (1 - w) b of two
+members, or a member with one region replaced (a partial copy). Neither is close to any single
+member as a whole, so the near-copy search misses both; each is matched here to its sources:
 
-- `best_blends`: for every pair (a, b) of the first `BLEND_CANDIDATES` candidates, the weight
-  w in [0, 1] that brings w a + (1 - w) b closest to the query (least squares, closed form).
-- `best_partials`: for every candidate, the square window (side `patch_side`: 3/8 of the
-  image's side, about 14% of its area) where the query differs most from it, left out.
+- `best_blends`: every pair of a query's candidates, with the weight w in [0, 1] that brings
+  w a + (1 - w) b closest to it (least squares, closed form). The candidates are its
+  `BLEND_CANDIDATES` L2-nearest members and the `RESIDUAL_CANDIDATES` members whose direction is
+  nearest to what its nearest member leaves unexplained (the minor source of an unequal blend
+  is rarely among the L2-nearest: 2 in 200 for a 0.3/0.7 blend on MNIST).
+- `best_partials`: for every L2-nearest candidate, the square window (side `patch_side`: 3/8 of
+  the image's side, about 14% of its area) where the query differs most from it, left out.
 
-Each is scored by its *ratio*: the squared L2 distance that remains (to the best blend; outside
-the window) over the squared distance to the nearest single member. A blend or a partial copy
-leaves little more than its noise (ratios near 0); a natural image is explained by no pair and
-no window of its neighbours (on MNIST, 95% of holdout images have a blend ratio above 0.5 and a
-partial ratio above 0.05). A query is a blend at a ratio <= BLEND_MAX_RATIO, a partial copy at
+Each is scored by its *ratio*, a distinctiveness test in the manner of Lowe's ratio test
+(Lowe 2004): the squared L2 distance the best fit leaves, over what the runner-up leaves (for
+a blend, the best pair sharing no member with the winner; for a partial copy, the next
+candidate with its own window left out). A blend or partial copy of members is explained by
+its sources down to its noise and by nothing else (ratios near 0); a natural image, or a blend
+or patched version of images the generator never saw, is explained about as well by the
+runner-up (ratios near 1). A query is a blend at a ratio <= BLEND_MAX_RATIO, a partial copy at
 <= PARTIAL_MAX_RATIO; the similarity check reports the share of each beside the same share for
-holdout images.
+holdout images (benchmarks/RESULTS.md, "Detection by kind"). An exact copy fits both with ratio
+0: the similarity check counts it as a near-copy instead. A member with a near-duplicate among
+the members is not distinctive, so composites of it are missed.
 
 Hand-written: a few tensor operations over the candidates; no library matches an image to
 combinations of references.
@@ -30,14 +35,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-# Candidates whose pairs are tried as blends: 10 give 45 pairs a query.
+from dpaudit.neighbors import nearest_neighbors
+
+# The L2-nearest candidates whose pairs are tried as blends (and whose windows as partial copies),
+# and the members nearest in direction to the nearest one's residual: 15 give 105 pairs a query.
 BLEND_CANDIDATES = 10
-BLEND_MAX_RATIO = 0.25
-PARTIAL_MAX_RATIO = 0.05
+RESIDUAL_CANDIDATES = 5
+BLEND_MAX_RATIO = 0.2
+PARTIAL_MAX_RATIO = 0.2
 # The window a partial copy may have replaced, as a share of the image's shorter side.
 PATCH_FRACTION = 3 / 8
 # Queries matched at once: bounds the memory of the N x pairs x pixels blends.
-QUERIES_PER_CHUNK = 128
+QUERIES_PER_CHUNK = 64
 
 
 @dataclass
@@ -59,10 +68,10 @@ class Partials:
     corner: torch.Tensor  # [N, 2]
 
 
-def _ratio(remaining: torch.Tensor, nearest_sq: torch.Tensor) -> torch.Tensor:
-    """What remains over the squared distance to the nearest member; 1 for a query that equals
-    a member (a copy, not a composite)."""
-    return torch.where(nearest_sq > 0, remaining / nearest_sq.clamp_min(1e-12), torch.ones_like(remaining))
+def _ratio(best: torch.Tensor, runner_up: torch.Tensor) -> torch.Tensor:
+    """What the best fit leaves over what the runner-up leaves; 1 (not distinctive) where the
+    runner-up leaves nothing either (duplicate members) or there is no runner-up."""
+    return torch.where(runner_up > 0, best / runner_up.clamp_min(1e-12), torch.ones_like(best))
 
 
 def _chunked(fn, queries: torch.Tensor, *rows: torch.Tensor) -> list:
@@ -72,15 +81,35 @@ def _chunked(fn, queries: torch.Tensor, *rows: torch.Tensor) -> list:
     return [torch.cat(field) for field in zip(*parts)]
 
 
-def best_blends(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor, nearest_sq: torch.Tensor) -> Blends:
-    """The best blend of two of each query's candidates (N x K reference indices, nearest
-    first): the pair and weight with the smallest squared residual; `nearest_sq` is each
-    query's squared distance to its nearest member."""
-    k = min(BLEND_CANDIDATES, candidates.shape[1])
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit L2 norm (zero rows stay zero): L2 between them orders by cosine."""
+    flat = x.flatten(1).float()
+    return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def residual_candidates(queries: torch.Tensor, refs: torch.Tensor, nearest: torch.Tensor,
+                        k: int = RESIDUAL_CANDIDATES) -> torch.Tensor:
+    """The k members nearest in direction (cosine) to what each query's `nearest` member leaves
+    unexplained once scaled by least squares: the other source of a blend w a + (1 - w) b with
+    a the nearest is the member most parallel to (1 - w) b."""
+    q, a = queries.flatten(1).float(), refs[nearest].flatten(1).float()
+    scale = ((q * a).sum(1) / (a * a).sum(1).clamp_min(1e-12)).clamp(0, 1)
+    _, idx = nearest_neighbors(_unit(q - scale[:, None] * a), _unit(refs), k=k)
+    return idx
+
+
+def best_blends(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor) -> Blends:
+    """The best blend of two members for each query, given its L2-nearest candidates (N x K
+    reference indices, nearest first): over all pairs of the first BLEND_CANDIDATES of them and
+    the RESIDUAL_CANDIDATES found by `residual_candidates`, the pair and weight with the smallest
+    squared residual, scored against the best pair disjoint from it."""
+    nearest = candidates[:, :BLEND_CANDIDATES]
+    candidates = torch.cat([nearest, residual_candidates(queries, refs, nearest[:, 0])], 1)
+    k = candidates.shape[1]
     i, j = torch.triu_indices(k, k, offset=1)
     flat = refs.flatten(1)
 
-    def chunk(x, cand, near):
+    def chunk(x, cand):
         pairs = torch.stack([cand[:, i], cand[:, j]], -1)  # n x P x 2
         a, b = flat[pairs[..., 0]].double(), flat[pairs[..., 1]].double()  # n x P x D
         x = x.flatten(1)[:, None].double()
@@ -90,9 +119,13 @@ def best_blends(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Ten
         residual = (x - b - w[..., None] * span).pow(2).sum(-1)
         best = residual.argmin(1)
         rows = torch.arange(len(x))
-        return _ratio(residual[rows, best].float(), near), pairs[rows, best], w[rows, best].float()
+        winner = pairs[rows, best]  # n x 2
+        shares = (pairs[..., :, None] == winner[:, None, None, :]).any(-1).any(-1)  # n x P
+        runner_up = residual.masked_fill(shares, float("inf")).min(1).values
+        runner_up = torch.where(runner_up.isinf(), torch.zeros_like(runner_up), runner_up)
+        return _ratio(residual[rows, best], runner_up).float(), winner, w[rows, best].float()
 
-    return Blends(*_chunked(chunk, queries, candidates, nearest_sq))
+    return Blends(*_chunked(chunk, queries, candidates))
 
 
 def patch_side(height: int, width: int) -> int:
@@ -100,26 +133,28 @@ def patch_side(height: int, width: int) -> int:
     return max(1, round(PATCH_FRACTION * min(height, width)))
 
 
-def best_partials(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor,
-                  nearest_sq: torch.Tensor) -> Partials:
-    """Each query's best partial match among its candidates (N x K reference indices): for each
-    candidate the window of side `patch_side` holding the most squared difference is left out;
-    the candidate with the least difference outside it wins."""
+def best_partials(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor) -> Partials:
+    """Each query's best partial match among its first BLEND_CANDIDATES candidates (N x K
+    distinct reference indices): for each candidate the window of side `patch_side` holding the
+    most squared difference is left out; the candidate with the least difference outside it
+    wins, scored against the next one."""
     c, h, w = queries.shape[1:]
     side = patch_side(h, w)
     positions_per_row = w - side + 1
 
-    def chunk(x, cand, near):
+    def chunk(x, cand):
         n, k = cand.shape
         diff = (x[:, None] - refs[cand.reshape(-1)].reshape(n, k, c, h, w)).pow(2).sum(2)  # n x K x H x W
         # the squared difference inside every window position, by a box filter
         inside = F.avg_pool2d(diff.reshape(n * k, 1, h, w), side, stride=1).reshape(n, k, -1) * side * side
         inside, where = inside.max(-1)
-        outside = diff.flatten(2).sum(-1) - inside
-        best = outside.argmin(1)
+        outside = (diff.flatten(2).sum(-1) - inside).clamp_min(0)
+        two = outside.topk(min(2, k), dim=1, largest=False)
+        best = two.indices[:, 0]
+        runner_up = two.values[:, 1] if k > 1 else torch.zeros(n)
         rows = torch.arange(n)
         at = where[rows, best]
         corner = torch.stack([at // positions_per_row, at % positions_per_row], 1)
-        return _ratio(outside[rows, best].clamp_min(0), near), cand[rows, best], corner
+        return _ratio(two.values[:, 0], runner_up), cand[rows, best], corner
 
-    return Partials(*_chunked(chunk, queries, candidates, nearest_sq))
+    return Partials(*_chunked(chunk, queries, candidates[:, :BLEND_CANDIDATES]))

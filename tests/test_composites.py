@@ -1,20 +1,22 @@
 """Blends and partial copies matched to their sources, against independent references: the
 blend weight against numpy's least squares, the left-out window against a brute-force search
-over every window position."""
+over every window position, the minor source of an unequal blend against a brute-force search
+over every member, and the ratios against their definition."""
 
 import numpy as np
 import pytest
 import torch
 
-from dpaudit.composites import best_blends, best_partials, patch_side
+from dpaudit.composites import best_blends, best_partials, patch_side, residual_candidates
 
 
 def images(n, seed, side=16):
     return torch.rand(n, 1, side, side, generator=torch.Generator().manual_seed(seed))
 
 
-def nearest_sq(queries, refs, candidates):
-    return ((queries[:, None] - refs[candidates]).pow(2).flatten(2).sum(-1)).min(1).values
+def by_distance(queries, refs):
+    """Every reference for every query, L2-nearest first."""
+    return (queries[:, None] - refs[None]).pow(2).flatten(2).sum(-1).argsort(1)
 
 
 def test_a_blend_is_matched_to_its_two_sources_with_the_least_squares_weight():
@@ -27,8 +29,7 @@ def test_a_blend_is_matched_to_its_two_sources_with_the_least_squares_weight():
         queries.append(w * refs[a] + (1 - w) * refs[b])
         sources.append((a, b, w))
     queries = torch.stack(queries)
-    candidates = torch.arange(10).repeat(6, 1)
-    blends = best_blends(queries, refs, candidates, nearest_sq(queries, refs, candidates))
+    blends = best_blends(queries, refs, by_distance(queries, refs))
     for row, (a, b, w) in enumerate(sources):
         assert set(blends.idx[row].tolist()) == {a, b}
         first, second = blends.idx[row].tolist()
@@ -53,8 +54,7 @@ def test_a_partial_copy_is_matched_with_the_window_a_brute_force_search_finds():
         queries.append(q)
         truth.append((i, top, left))
     queries = torch.stack(queries)
-    candidates = torch.arange(8).repeat(5, 1)
-    partials = best_partials(queries, refs, candidates, nearest_sq(queries, refs, candidates))
+    partials = best_partials(queries, refs, by_distance(queries, refs))
     for row, (source, top, left) in enumerate(truth):
         assert int(partials.idx[row]) == source
         diff = (queries[row] - refs[source]).pow(2)[0]
@@ -66,12 +66,51 @@ def test_a_partial_copy_is_matched_with_the_window_a_brute_force_search_finds():
     assert partials.ratio.max() < 1e-6
 
 
-def test_natural_images_are_neither_and_a_copy_counts_as_a_copy():
-    refs, queries = images(30, 4), images(10, 5)
-    candidates = torch.arange(30).repeat(10, 1)
-    near = nearest_sq(queries, refs, candidates)
-    assert best_blends(queries, refs, candidates, near).ratio.min() > 0.4
-    assert best_partials(queries, refs, candidates, near).ratio.min() > 0.4
-    # a query equal to a member: ratio 1 (a copy, counted by the near-copy search)
+def test_the_minor_source_of_an_unequal_blend_is_the_member_a_brute_force_search_finds():
+    # 0.8 a + 0.2 b: a is the nearest; b is the member whose direction best matches the residual
+    refs = images(300, 6)
+    queries = 0.8 * refs[:20] + 0.2 * refs[20:40]
+    found = residual_candidates(queries, refs, torch.arange(20))
+    residual = (queries - 0.8 * refs[:20]).flatten(1)  # what a leaves at its least-squares scale, about
+    for row in range(20):
+        q, a = queries[row].flatten().double(), refs[row].flatten().double()
+        r = q - float(torch.clamp((q @ a) / (a @ a), 0, 1)) * a
+        cosines = torch.nn.functional.cosine_similarity(r[None], refs.flatten(1).double(), dim=1)
+        assert int(found[row, 0]) == int(cosines.argmax())
+        assert torch.nn.functional.cosine_similarity(residual[row], refs[20 + row].flatten(), dim=0) > 0.9
+    blends = best_blends(queries, refs, by_distance(queries, refs)[:, :10])
+    assert all(set(blends.idx[r].tolist()) == {r, 20 + r} for r in range(20))
+    assert blends.ratio.max() < 1e-6
+
+
+def runner_up_blend(query, refs, exclude):
+    """The smallest least-squares residual of any pair of `refs` sharing no member with `exclude`."""
+    x = query.flatten().double().numpy()
+    best = np.inf
+    for i in range(len(refs)):
+        for j in range(i + 1, len(refs)):
+            if {i, j} & set(exclude):
+                continue
+            a, b = refs[i].flatten().double().numpy(), refs[j].flatten().double().numpy()
+            w = np.clip(np.dot(x - b, a - b) / np.dot(a - b, a - b), 0, 1)
+            best = min(best, float(np.sum((x - b - w * (a - b)) ** 2)))
+    return best
+
+
+def test_natural_images_are_neither_and_the_ratios_follow_their_definition():
+    refs, queries = images(12, 4), images(4, 5)
+    candidates = by_distance(queries, refs)[:, :10]
+    blends, partials = best_blends(queries, refs, candidates), best_partials(queries, refs, candidates)
+    assert blends.ratio.min() > 0.4 and partials.ratio.min() > 0.4
+    for row in range(4):
+        # the blend: its residual over the best pair sharing no member with it (among the same candidates)
+        pool = sorted(set(candidates[row].tolist()) | set(residual_candidates(queries[row : row + 1], refs, candidates[row, :1])[0].tolist()))
+        first, second = blends.idx[row].tolist()
+        w = float(blends.weight[row])
+        left = float((queries[row] - w * refs[first] - (1 - w) * refs[second]).pow(2).sum())
+        runner_up = runner_up_blend(queries[row], refs[pool], [pool.index(first), pool.index(second)])
+        assert float(blends.ratio[row]) == pytest.approx(left / runner_up, rel=1e-4)
+    # an exact copy fits both at ratio 0 (the similarity check counts it as a near-copy instead)
     copy = refs[:1]
-    assert float(best_blends(copy, refs, candidates[:1], torch.zeros(1)).ratio[0]) == 1.0
+    assert float(best_blends(copy, refs, by_distance(copy, refs)[:, :10]).ratio[0]) < 1e-9
+    assert float(best_partials(copy, refs, by_distance(copy, refs)[:, :10]).ratio[0]) < 1e-9

@@ -68,7 +68,7 @@ def match_to_reference(
     its PSNR and SSIM, and the best SSIM among the `top_k` candidates nearest up to the
     transformations (proposed by the L2 and the transformation-aware search), each measured
     under its best transformation; with `composites`, also the best blend and partial match
-    among the L2-nearest candidates (`dpaudit.composites`)."""
+    (`dpaudit.composites`)."""
     pool = max(top_k, transforms.candidates)  # the composites search more, the rest the same either way
     sq, idx = nearest_neighbors(queries, refs, k=max(pool, BLEND_CANDIDATES) if composites else pool, progress=progress)
     nearest = idx[:, 0]
@@ -95,8 +95,8 @@ def match_to_reference(
         best_ssim_idx=candidates.gather(1, pos[:, None])[:, 0],
         best_ssim_move=moves.gather(1, pos[:, None])[:, 0],
         moved_l2=distances[:, 0].float(),
-        blends=best_blends(queries, refs, idx, sq[:, 0]) if composites else None,
-        partials=best_partials(queries, refs, idx, sq[:, 0]) if composites else None,
+        blends=best_blends(queries, refs, idx) if composites else None,
+        partials=best_partials(queries, refs, idx) if composites else None,
     )
 
 

@@ -84,10 +84,10 @@ def _histogram(values: torch.Tensor) -> list[int]:
 
 
 COMPOSITE_MEANINGS = {
-    "blend": "a blend of two members (w a + (1 - w) b explains all but a "
-             f"{BLEND_MAX_RATIO:g} share of the squared distance to the nearest member)",
-    "partial_copy": "a member with one square patch replaced (outside the patch it explains all but a "
-                    f"{PARTIAL_MAX_RATIO:g} share of that distance)",
+    "blend": "a blend of two members (w a + (1 - w) b leaves at most "
+             f"{BLEND_MAX_RATIO:g} of what the best pair of other members leaves)",
+    "partial_copy": "a member with one square patch replaced (outside the patch it leaves at most "
+                    f"{PARTIAL_MAX_RATIO:g} of what the next member leaves)",
 }
 
 
