@@ -78,14 +78,15 @@ def main():
     members = reference.members.x
 
     def match(x):
-        return match_to_reference(x, members, matching.top_k, transforms=matching.transforms, composites=True)
+        return match_to_reference(x, members, matching.top_k, transforms=matching.transforms, composites=True,
+                                  blend_search_pool=matching.blend_search_pool)
 
     g = torch.Generator().manual_seed(3)
     pick = torch.randperm(len(members), generator=g)[: 2 * N]
     sources = {"members": (members[pick[:N]], members[pick[N:]]),
                "never-seen": (reference.test.x[:N], reference.test.x[N : 2 * N])}
     holdout = match(reference.holdout.x[:2000])
-    print(f"| dataset | kind | criterion | flagged, made from members | flagged, made from never-seen | holdout images flagged |")
+    print("| dataset | kind | criterion | flagged, made from members | flagged, made from never-seen | holdout images flagged |")
     print("|---|---|---|---|---|---|")
     for name, (kind, make) in KINDS.items():
         rates = {src: float(flagged(match(make(x, donors)), kind, matching.near_copy_ssim).float().mean())

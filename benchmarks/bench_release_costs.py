@@ -55,7 +55,7 @@ def parts(name: str, mnist) -> list[tuple[str, str, float]]:
                      timed(lambda: match_to_reference(queries, members, matching.top_k, transforms=matching.transforms))))
         rows.append((f"{label}: + transformations, blends, partial copies", size,
                      timed(lambda: match_to_reference(queries, members, matching.top_k, transforms=matching.transforms,
-                                                      composites=True))))
+                                                      composites=True, blend_search_pool=matching.blend_search_pool))))
     config = profile.membership
     split = draw_targets(len(mnist.members), len(mnist.holdout), per_side=config.per_side,
                          reference=config.reference, seed=0)

@@ -45,8 +45,8 @@ BLEND_MAX_RATIO = 0.2
 PARTIAL_MAX_RATIO = 0.2
 # The window a partial copy may have replaced, as a share of the image's shorter side.
 PATCH_FRACTION = 3 / 8
-# Queries matched at once: bounds the memory of the N x pairs x pixels blends.
-QUERIES_PER_CHUNK = 64
+# Queries matched at once: bounds the memory of their candidates' pixels and differences.
+QUERIES_PER_CHUNK = 128
 
 
 @dataclass
@@ -88,37 +88,48 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def residual_candidates(queries: torch.Tensor, refs: torch.Tensor, nearest: torch.Tensor,
-                        k: int = RESIDUAL_CANDIDATES) -> torch.Tensor:
+                        k: int = RESIDUAL_CANDIDATES, pool: int = 1) -> torch.Tensor:
     """The k members nearest in direction (cosine) to what each query's `nearest` member leaves
     unexplained once scaled by least squares: the other source of a blend w a + (1 - w) b with
-    a the nearest is the member most parallel to (1 - w) b."""
-    q, a = queries.flatten(1).float(), refs[nearest].flatten(1).float()
-    scale = ((q * a).sum(1) / (a * a).sum(1).clamp_min(1e-12)).clamp(0, 1)
-    _, idx = nearest_neighbors(_unit(q - scale[:, None] * a), _unit(refs), k=k)
+    a the nearest is the member most parallel to (1 - w) b. With `pool` > 1 the search runs on
+    images averaged over pool x pool blocks (pool^2 times cheaper, a little less sharp)."""
+    q, a = queries.float(), refs[nearest].float()
+    scale = ((q * a).flatten(1).sum(1) / (a * a).flatten(1).sum(1).clamp_min(1e-12)).clamp(0, 1)
+    residual, refs = q - scale[:, None, None, None] * a, refs.float()
+    if pool > 1:
+        residual, refs = F.avg_pool2d(residual, pool), F.avg_pool2d(refs, pool)
+    _, idx = nearest_neighbors(_unit(residual), _unit(refs), k=k)
     return idx
 
 
-def best_blends(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor) -> Blends:
+def best_blends(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor, search_pool: int = 1) -> Blends:
     """The best blend of two members for each query, given its L2-nearest candidates (N x K
     reference indices, nearest first): over all pairs of the first BLEND_CANDIDATES of them and
-    the RESIDUAL_CANDIDATES found by `residual_candidates`, the pair and weight with the smallest
-    squared residual, scored against the best pair disjoint from it."""
+    the RESIDUAL_CANDIDATES found by `residual_candidates` (at `search_pool`), the pair and
+    weight with the smallest squared residual, scored against the best pair disjoint from it."""
     nearest = candidates[:, :BLEND_CANDIDATES]
-    candidates = torch.cat([nearest, residual_candidates(queries, refs, nearest[:, 0])], 1)
+    candidates = torch.cat([nearest, residual_candidates(queries, refs, nearest[:, 0], pool=search_pool)], 1)
     k = candidates.shape[1]
     i, j = torch.triu_indices(k, k, offset=1)
     flat = refs.flatten(1)
 
     def chunk(x, cand):
-        pairs = torch.stack([cand[:, i], cand[:, j]], -1)  # n x P x 2
-        a, b = flat[pairs[..., 0]].double(), flat[pairs[..., 1]].double()  # n x P x D
-        x = x.flatten(1)[:, None].double()
-        # x ~ w a + (1 - w) b  <=>  x - b ~ w (a - b): w = <x - b, a - b> / |a - b|^2, kept in [0, 1]
-        span = a - b
-        w = (((x - b) * span).sum(-1) / (span * span).sum(-1).clamp_min(1e-12)).clamp(0, 1)
-        residual = (x - b - w[..., None] * span).pow(2).sum(-1)
+        # Every pair's residual from inner products alone (the Gram matrix of the query and its
+        # candidates), not from the n x pairs x pixels differences: x ~ w a + (1 - w) b <=>
+        # x - b ~ w (a - b), so w = <x - b, a - b> / |a - b|^2, kept in [0, 1].
+        c = flat[cand].double()  # n x K x D
+        x = x.flatten(1).double()
+        gram = c @ c.transpose(1, 2)  # n x K x K
+        xc = (c @ x[:, :, None])[..., 0]  # n x K
+        aa, bb, ab = gram[:, i, i], gram[:, j, j], gram[:, i, j]
+        xa, xb = xc[:, i], xc[:, j]
+        along = xa - xb - ab + bb  # <x - b, a - b>
+        span = (aa - 2 * ab + bb).clamp_min(1e-12)  # |a - b|^2
+        w = (along / span).clamp(0, 1)
+        residual = ((x * x).sum(1, keepdim=True) - 2 * xb + bb - 2 * w * along + w * w * span).clamp_min(0)
         best = residual.argmin(1)
         rows = torch.arange(len(x))
+        pairs = torch.stack([cand[:, i], cand[:, j]], -1)  # n x P x 2
         winner = pairs[rows, best]  # n x 2
         shares = (pairs[..., :, None] == winner[:, None, None, :]).any(-1).any(-1)  # n x P
         runner_up = residual.masked_fill(shares, float("inf")).min(1).values

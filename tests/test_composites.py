@@ -81,6 +81,9 @@ def test_the_minor_source_of_an_unequal_blend_is_the_member_a_brute_force_search
     blends = best_blends(queries, refs, by_distance(queries, refs)[:, :10])
     assert all(set(blends.idx[r].tolist()) == {r, 20 + r} for r in range(20))
     assert blends.ratio.max() < 1e-6
+    # the cheaper search on 2 x 2-averaged images (the quick profile's) still finds it among its 5
+    pooled = residual_candidates(queries, refs, torch.arange(20), pool=2)
+    assert all(20 + row in pooled[row].tolist() for row in range(20))
 
 
 def runner_up_blend(query, refs, exclude):

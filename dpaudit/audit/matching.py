@@ -32,12 +32,15 @@ SSIM_PAIRS_PER_CHUNK = 8192
 class MatchingConfig:
     """How images are matched to the members: `top_k` candidates searched for the best SSIM,
     the small transformations a copy may have gone through (`transforms`), the SSIM of a
-    near-copy, and how many holdout images form the baseline (a seeded sample; None = all)."""
+    near-copy, how many holdout images form the baseline (a seeded sample; None = all), and the
+    block size the search for a blend's second source averages images over
+    (`dpaudit.composites.residual_candidates`; 1 = full resolution)."""
 
     top_k: int = 5
     near_copy_ssim: float = 0.95
     max_holdout: int | None = 2000
     transforms: TransformConfig = TransformConfig()
+    blend_search_pool: int = 1
 
 
 @dataclass
@@ -62,13 +65,13 @@ class Matches:
 
 def match_to_reference(
     queries: torch.Tensor, refs: torch.Tensor, top_k: int = 5, progress: str | None = None,
-    transforms: TransformConfig = NO_TRANSFORMS, composites: bool = False,
+    transforms: TransformConfig = NO_TRANSFORMS, composites: bool = False, blend_search_pool: int = 1,
 ) -> Matches:
     """Match N x C x H x W query images to M x C x H x W reference images: the L2-nearest one with
     its PSNR and SSIM, and the best SSIM among the `top_k` candidates nearest up to the
     transformations (proposed by the L2 and the transformation-aware search), each measured
-    under its best transformation; with `composites`, also the best blend and partial match
-    (`dpaudit.composites`)."""
+    under its best transformation; with `composites`, also the best blend (its second source
+    searched at `blend_search_pool`) and partial match (`dpaudit.composites`)."""
     pool = max(top_k, transforms.candidates)  # the composites search more, the rest the same either way
     sq, idx = nearest_neighbors(queries, refs, k=max(pool, BLEND_CANDIDATES) if composites else pool, progress=progress)
     nearest = idx[:, 0]
@@ -95,7 +98,7 @@ def match_to_reference(
         best_ssim_idx=candidates.gather(1, pos[:, None])[:, 0],
         best_ssim_move=moves.gather(1, pos[:, None])[:, 0],
         moved_l2=distances[:, 0].float(),
-        blends=best_blends(queries, refs, idx) if composites else None,
+        blends=best_blends(queries, refs, idx, blend_search_pool) if composites else None,
         partials=best_partials(queries, refs, idx) if composites else None,
     )
 
@@ -131,7 +134,8 @@ def holdout_baseline(ctx: AuditContext) -> Matches:
         holdout = ctx.reference.holdout.x
         pick = seeded_sample(len(holdout), config.max_holdout, ctx.seed + 1)
         return match_to_reference(holdout[pick], ctx.reference.members.x, config.top_k, "holdout vs members",
-                                  transforms=config.transforms, composites=True)
+                                  transforms=config.transforms, composites=True,
+                                  blend_search_pool=config.blend_search_pool)
 
     return ctx.cached("matching:holdout_baseline", compute)
 

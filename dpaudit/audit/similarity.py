@@ -130,7 +130,7 @@ def run(ctx: AuditContext) -> CheckResult:
         ctx.warn(f"similarity: {len(pick)} of {len(ctx.synthetic)} synthetic images matched (profile {ctx.profile.name}).")
 
     matches = match_to_reference(synthetic, members, matching.top_k, "synthetic vs members", matching.transforms,
-                                 composites=True)
+                                 composites=True, blend_search_pool=matching.blend_search_pool)
     baseline = holdout_baseline(ctx)
     # DCR compares a pool of members with a 5x smaller holdout: it needs exact distances. The
     # transformation-aware search proposes a fixed number of candidates, so it misses the true
