@@ -7,8 +7,10 @@ member as a whole, so the near-copy search misses both; each is matched here to 
 - `best_blends`: every pair of a query's candidates, with the weight w in [0, 1] that brings
   w a + (1 - w) b closest to it (least squares, closed form). The candidates are its
   `BLEND_CANDIDATES` L2-nearest members and the `RESIDUAL_CANDIDATES` members whose direction is
-  nearest to what its nearest member leaves unexplained (the minor source of an unequal blend
-  is rarely among the L2-nearest: 2 in 200 for a 0.3/0.7 blend on MNIST).
+  nearest to what its nearest member leaves unexplained, then to what each member of the best
+  pair so far leaves (the minor source of an unequal blend
+  is rarely among the L2-nearest: on MNIST the first design, without them, found 1% of
+  0.3/0.7 blends; benchmarks/RESULTS.md, "Detection by kind").
 - `best_partials`: for every L2-nearest candidate, the square window (side `patch_side`: 3/8 of
   the image's side, about 14% of its area) where the query differs most from it, left out.
 
@@ -38,7 +40,8 @@ import torch.nn.functional as F
 from dpaudit.neighbors import nearest_neighbors
 
 # The L2-nearest candidates whose pairs are tried as blends (and whose windows as partial copies),
-# and the members nearest in direction to the nearest one's residual: 15 give 105 pairs a query.
+# and the members nearest in direction to a member's residual, for the nearest and the two of the
+# first round's best pair: 25 candidates give 300 pairs a query.
 BLEND_CANDIDATES = 10
 RESIDUAL_CANDIDATES = 5
 BLEND_MAX_RATIO = 0.2
@@ -104,11 +107,22 @@ def residual_candidates(queries: torch.Tensor, refs: torch.Tensor, nearest: torc
 
 def best_blends(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor, search_pool: int = 1) -> Blends:
     """The best blend of two members for each query, given its L2-nearest candidates (N x K
-    reference indices, nearest first): over all pairs of the first BLEND_CANDIDATES of them and
-    the RESIDUAL_CANDIDATES found by `residual_candidates` (at `search_pool`), the pair and
-    weight with the smallest squared residual, scored against the best pair disjoint from it."""
+    reference indices, nearest first), scored against the best pair disjoint from it. Two
+    rounds: the pairs of the first BLEND_CANDIDATES of them and the RESIDUAL_CANDIDATES of the
+    nearest (`residual_candidates`, at `search_pool`); then the same pairs with the residual
+    candidates of each member of the winning pair added (when one of the two is a source, its
+    residual points to the other; the second round finds most of the 0.5/0.5 blends of
+    Fashion-MNIST, whose nearest members are mostly neither source: benchmarks/RESULTS.md)."""
     nearest = candidates[:, :BLEND_CANDIDATES]
-    candidates = torch.cat([nearest, residual_candidates(queries, refs, nearest[:, 0], pool=search_pool)], 1)
+    found = torch.cat([nearest, residual_candidates(queries, refs, nearest[:, 0], pool=search_pool)], 1)
+    first = _best_pair(queries, refs, found)
+    more = [residual_candidates(queries, refs, first.idx[:, side], pool=search_pool) for side in (0, 1)]
+    return _best_pair(queries, refs, torch.cat([found, *more], 1))
+
+
+def _best_pair(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor) -> Blends:
+    """Over all pairs of each query's candidates, the pair and weight with the smallest squared
+    residual, its ratio to the best pair sharing no member with it."""
     k = candidates.shape[1]
     i, j = torch.triu_indices(k, k, offset=1)
     flat = refs.flatten(1)

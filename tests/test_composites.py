@@ -86,6 +86,13 @@ def test_the_minor_source_of_an_unequal_blend_is_the_member_a_brute_force_search
     assert all(20 + row in pooled[row].tolist() for row in range(20))
 
 
+def window_max(query, ref):
+    """The most squared difference any patch_side x patch_side window holds (brute force)."""
+    diff, side = (query - ref).pow(2)[0], patch_side(*query.shape[-2:])
+    return max(float(diff[r : r + side, c : c + side].sum())
+               for r in range(diff.shape[0] - side + 1) for c in range(diff.shape[1] - side + 1))
+
+
 def runner_up_blend(query, refs, exclude):
     """The smallest least-squares residual of any pair of `refs` sharing no member with `exclude`."""
     x = query.flatten().double().numpy()
@@ -101,18 +108,20 @@ def runner_up_blend(query, refs, exclude):
 
 
 def test_natural_images_are_neither_and_the_ratios_follow_their_definition():
-    refs, queries = images(12, 4), images(4, 5)
-    candidates = by_distance(queries, refs)[:, :10]
+    refs, queries = images(10, 4), images(4, 5)  # BLEND_CANDIDATES: every member is a candidate
+    candidates = by_distance(queries, refs)
     blends, partials = best_blends(queries, refs, candidates), best_partials(queries, refs, candidates)
     assert blends.ratio.min() > 0.4 and partials.ratio.min() > 0.4
     for row in range(4):
-        # the blend: its residual over the best pair sharing no member with it (among the same candidates)
-        pool = sorted(set(candidates[row].tolist()) | set(residual_candidates(queries[row : row + 1], refs, candidates[row, :1])[0].tolist()))
+        # the blend: its residual over the best pair of members sharing no member with it
         first, second = blends.idx[row].tolist()
         w = float(blends.weight[row])
         left = float((queries[row] - w * refs[first] - (1 - w) * refs[second]).pow(2).sum())
-        runner_up = runner_up_blend(queries[row], refs[pool], [pool.index(first), pool.index(second)])
-        assert float(blends.ratio[row]) == pytest.approx(left / runner_up, rel=1e-4)
+        assert float(blends.ratio[row]) == pytest.approx(left / runner_up_blend(queries[row], refs, [first, second]), rel=1e-4)
+        # the partial copy: the least difference outside a window over the next candidate's
+        outside = sorted(float((queries[row] - refs[c]).pow(2)[0].sum()) - window_max(queries[row], refs[c])
+                         for c in range(10))
+        assert float(partials.ratio[row]) == pytest.approx(outside[0] / outside[1], rel=1e-4)
     # an exact copy fits both at ratio 0 (the similarity check counts it as a near-copy instead)
     copy = refs[:1]
     assert float(best_blends(copy, refs, by_distance(copy, refs)[:, :10]).ratio[0]) < 1e-9
