@@ -36,7 +36,7 @@ from dpaudit.sampling import seeded_sample
 from dpaudit.transforms import affine_moves
 
 HIST_EDGES = np.linspace(0.0, 1.0, 21)
-PAIRS_PER_ROW = 4  # of the worst-pairs figure
+PAIRS_PER_ROW = 4  # of the worst-pairs, blends and partial copies figures
 
 
 @dataclass(frozen=True)
@@ -99,16 +99,30 @@ def composite(kind: str, matches: Matches, copies: torch.Tensor) -> torch.Tensor
     return (matches.partials.ratio <= PARTIAL_MAX_RATIO) & ~copies
 
 
-def _composite_examples(kind: str, matches: Matches, found: torch.Tensor, pick: torch.Tensor, limit: int) -> list[dict]:
-    """The composites of `kind` that fit best (lowest ratio first): synthetic index, sources, ratio."""
+def _best_fitting(kind: str, matches: Matches, found: torch.Tensor, limit: int) -> torch.Tensor:
+    """The rows of the composites of `kind` that fit best (lowest ratio first), at most `limit`."""
     fit = matches.blends if kind == "blend" else matches.partials
     rows = torch.nonzero(found).flatten()
-    rows = rows[fit.ratio[rows].argsort(stable=True)][:limit]
+    return rows[fit.ratio[rows].argsort(stable=True)][:limit]
+
+
+def _composite_examples(kind: str, matches: Matches, rows: torch.Tensor, pick: torch.Tensor) -> list[dict]:
+    """The composites of `kind` at `rows`: synthetic index, sources, ratio."""
+    fit = matches.blends if kind == "blend" else matches.partials
     if kind == "blend":
         return [{"synthetic_index": int(pick[r]), "member_indices": fit.idx[r].tolist(),
                  "weight": float(fit.weight[r]), "ratio": float(fit.ratio[r])} for r in rows]
     return [{"synthetic_index": int(pick[r]), "member_index": int(fit.idx[r]),
              "patch_corner": fit.corner[r].tolist(), "ratio": float(fit.ratio[r])} for r in rows]
+
+
+def _composite_tiles(kind: str, matches: Matches, rows: torch.Tensor, synthetic: torch.Tensor,
+                     members: torch.Tensor) -> torch.Tensor:
+    """Each composite at `rows` beside its sources (a blend: both members; a partial copy: the member)."""
+    if kind == "blend":
+        sources = matches.blends.idx[rows]
+        return torch.stack([synthetic[rows], members[sources[:, 0]], members[sources[:, 1]]], 1).flatten(0, 1)
+    return torch.stack([synthetic[rows], members[matches.partials.idx[rows]]], 1).flatten(0, 1)
 
 
 def _describe_move(move: tuple[float, float, float, bool]) -> str:
@@ -187,10 +201,11 @@ def run(ctx: AuditContext) -> CheckResult:
             baseline=float(baseline.psnr.mean()), n=n,
         ),
     }
+    shown = {kind: _best_fitting(kind, matches, found, config.n_worst) for kind, (found, _) in composites.items()}
     composite_details = {
         kind: {"count": counts[kind][0], "holdout_count": counts[kind][2],
-               "examples": _composite_examples(kind, matches, found, pick, config.n_worst)}
-        for kind, (found, _) in composites.items()
+               "examples": _composite_examples(kind, matches, shown[kind], pick)}
+        for kind in composites
     }
     worst = matches.best_ssim.argsort(descending=True, stable=True)[: config.n_worst]
     moves = affine_moves(matching.transforms)
@@ -227,6 +242,15 @@ def run(ctx: AuditContext) -> CheckResult:
         tile_grid(torch.stack([synthetic[worst], members[matches.best_ssim_idx[worst]]], 1).flatten(0, 1), 2 * PAIRS_PER_ROW),
         "the synthetic images most similar to a member (synthetic | member, highest SSIM first)",
     )
+    for kind, figure, sources in (("blend", "blends", "member a | member b"), ("partial_copy", "partial_copies", "member")):
+        if len(shown[kind]):
+            columns = 3 if kind == "blend" else 2
+            result.add_figure(
+                figure, tile_grid(_composite_tiles(kind, matches, shown[kind], synthetic, members),
+                                      columns * PAIRS_PER_ROW),
+                f"the synthetic images that fit a {kind.replace('_', ' ')} of members best (synthetic | {sources}, "
+                "best fit first)",
+            )
     return result
 
 

@@ -134,6 +134,10 @@ def test_blends_and_partial_copies_of_members_are_caught_and_of_unseen_images_ar
         assert blends.ci[0] >= 0.18 and partials.ci[0] >= 0.15, (blends, partials)
         example = result.details["composites"]["blend"]["examples"][0]
         assert example["synthetic_index"] < 500 and 0.3 <= example["weight"] <= 0.7
+        # the report's figures: the 16 best-fitting composites beside their sources, 4 a row
+        for figure, tiles in (("blends", 3), ("partial_copies", 2)):
+            png = Image.open(io.BytesIO(base64.b64decode(result.figures[figure]["png"])))
+            assert png.width == pytest.approx(tiles * png.height, rel=0.05)
     else:
         assert blends.ci[0] <= 0.005 and partials.ci[0] <= 0.005, (blends, partials)
     assert result.metrics["near_copy_excess"].ci[0] <= 0.005  # neither kind is a near-copy
