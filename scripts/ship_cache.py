@@ -4,7 +4,8 @@
 
 For each built-in dataset's default split (load_split(name, seed=0)) and each profile, the
 TRTR ceiling (the DPDM CNN trained on the members, also the attacks' control model) is trained
-exactly as `dpaudit evaluate --seed 0` trains it on the CPU with torch's default threads, and
+exactly as `dpaudit evaluate --seed 0` trains it on the CPU with torch's default threads (in
+bfloat16 where this CPU computes it natively, as the profile's `precision = "auto"` does), and
 stored under the name the user cache would give it. The name hashes the members' pixels, the
 profile's settings, the seed and the torch version, so an entry is only ever read by an audit
 that would have computed the same thing; any other audit trains its own as before.
@@ -58,6 +59,7 @@ def main() -> None:
                 "dataset": name, "split_id": reference.split_id, "profile": profile, "seed": 0,
                 "test_accuracy": accuracy(fitted.model, reference.test.x, reference.test.y),
                 "torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads(),
+                "precision": fitted.precision,
             }
             print(f"{name} {profile}: {target.name} ({len(data) / 1e6:.2f} MB), "
                   f"test accuracy {index['entries'][shipped_name(path)]['test_accuracy']:.4f}")

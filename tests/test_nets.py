@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from dpaudit.nets import image_layout, make_classifier, predict_logits, train_classifier
+from dpaudit.nets import image_layout, make_classifier, native_bf16, predict_logits, resolve_precision, train_classifier
 
 
 def test_predictions_in_channels_last_equal_the_default_layout():
@@ -31,3 +32,28 @@ def test_training_with_validation_is_deterministic_and_leaves_default_layout():
     assert logs[0] == logs[1]
     for a, b in zip(*(m.parameters() for m in models)):
         assert torch.equal(a, b) and a.is_contiguous()
+
+
+def test_bfloat16_training_runs_the_layers_in_bfloat16_and_keeps_float32_weights():
+    x, y = torch.rand(64, 1, 16, 16), torch.arange(64) % 4
+    model = make_classifier((1, 16, 16), 4)
+    seen = []
+    hook = model.conv[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    train_classifier(model, x, y, epochs=1, seed=0, batch_size=32, precision="bfloat16")
+    hook.remove()
+    assert seen == [torch.bfloat16, torch.bfloat16]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    seen.clear()
+    model.conv[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    train_classifier(model, x, y, epochs=1, seed=0, batch_size=32)
+    assert seen == [torch.float32, torch.float32]
+
+
+def test_precision_auto_is_bfloat16_exactly_where_the_cpu_computes_it_natively(monkeypatch):
+    assert resolve_precision("float32") == "float32" and resolve_precision("bfloat16") == "bfloat16"
+    for native in (True, False):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+        assert native_bf16("cpu") is native
+        assert resolve_precision("auto", "cpu") == ("bfloat16" if native else "float32")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16")

@@ -20,7 +20,7 @@ from dpaudit.audit.context import AuditContext
 from dpaudit.cache import entry_path, load_entry, save_entry
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet
-from dpaudit.nets import DPDMClassifier, make_classifier, train_classifier
+from dpaudit.nets import DPDMClassifier, make_classifier, resolve_precision, train_classifier
 
 BATCH_SIZE = 128
 
@@ -30,13 +30,17 @@ class ClassifierConfig:
     """How the TSTR and TRTR CNNs are trained. `max_train` / `trtr_max_train`: synthetic / member
     images used (train + validation), a seeded random sample (None = all); `val_fraction` of them
     picks the epoch. Small sets get more epochs, so that the CNN takes at least `min_steps`
-    optimizer steps (0 = the epochs as given)."""
+    optimizer steps (0 = the epochs as given). `precision`: the arithmetic both CNNs train in,
+    `auto` (bfloat16 autocast where the device computes it natively: about 2x faster on CPUs
+    with AMX, as accurate; benchmarks/RESULTS.md), `float32` or `bfloat16`. Both in the same
+    one, so that a synthetic set equal to the members gives the control's numbers exactly."""
 
     epochs: int = 3
     min_steps: int = 300
     max_train: int | None = 5000
     trtr_max_train: int | None = 5000
     val_fraction: float = 0.1
+    precision: str = "auto"
 
 
 @dataclass
@@ -51,6 +55,7 @@ class TrainedClassifier:
     best_epoch: int
     val_accuracy: list[float] = field(default_factory=list)
     from_cache: bool = False  # loaded from the user cache rather than trained in this run
+    precision: str = "float32"  # the arithmetic it was trained in
 
 
 def require_labels(images: ImageSet) -> None:
@@ -76,6 +81,7 @@ def fit_classifier(
 ) -> TrainedClassifier:
     """Train the DPDM CNN on a seeded sample of at most `cap` of `images`, keeping the epoch with
     the best accuracy on a held-out part of the same set. Returned on the CPU, in eval mode."""
+    precision = resolve_precision(config.precision, device)
     train_idx, val_idx = split_train_val(len(images), cap, config.val_fraction, seed)
     steps_per_epoch = -(-len(train_idx) // BATCH_SIZE)
     epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
@@ -84,10 +90,10 @@ def fit_classifier(
         model = make_classifier(images.shape, num_classes)
     log = train_classifier(
         model, images.x[train_idx], images.y[train_idx], epochs=epochs, seed=seed, batch_size=BATCH_SIZE,
-        val=(images.x[val_idx], images.y[val_idx]), device=device, progress=progress,
+        val=(images.x[val_idx], images.y[val_idx]), device=device, progress=progress, precision=precision,
     )
     model.cpu().eval()
-    return TrainedClassifier(model, train_idx, val_idx, epochs, log.best_epoch, log.val_accuracy)
+    return TrainedClassifier(model, train_idx, val_idx, epochs, log.best_epoch, log.val_accuracy, precision=precision)
 
 
 def tstr_classifier(ctx: AuditContext) -> TrainedClassifier:
@@ -122,6 +128,9 @@ def trtr_cache_path(members: ImageSet, config: ClassifierConfig, seed: int, devi
                      "val_fraction": config.val_fraction},
         "batch_size": BATCH_SIZE, "seed": seed, "device": device.type, "torch": torch.__version__,
     }
+    precision = resolve_precision(config.precision, device)
+    if precision != "float32":  # float32 entries keep the names they were first shipped under
+        depends_on["precision"] = precision
     return entry_path("trtr", "dpdm", depends_on)
 
 
@@ -135,7 +144,7 @@ def cached_trtr(members: ImageSet, config: ClassifierConfig, seed: int, device: 
             model.load_state_dict(entry["state"])
             return TrainedClassifier(
                 model.eval(), entry["train_idx"], entry["val_idx"], entry["epochs"], entry["best_epoch"],
-                entry["val_accuracy"], from_cache=True,
+                entry["val_accuracy"], from_cache=True, precision=resolve_precision(config.precision, device),
             )
         except (KeyError, RuntimeError):
             pass  # a stale entry: train again and overwrite it

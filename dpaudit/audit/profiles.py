@@ -105,7 +105,8 @@ STANDARD = Profile(
 PAPER = Profile(
     name="paper",
     fidelity=FidelityConfig(max_samples=None, kid_subsets=100, kid_subset_size=1_000, k=5),
-    classifiers=ClassifierConfig(epochs=50, min_steps=0, max_train=None, trtr_max_train=None, val_fraction=0.1),
+    classifiers=ClassifierConfig(epochs=50, min_steps=0, max_train=None, trtr_max_train=None, val_fraction=0.1,
+                                 precision="float32"),  # the published protocol, as written
     utility=UtilityConfig(sklearn_max_train=None, logreg_max_iter=1000, mlp_max_iter=200),
     matching=MatchingConfig(top_k=20, near_copy_ssim=0.95, max_holdout=None),
     similarity=SimilarityConfig(max_synthetic=None, n_worst=32),

@@ -117,6 +117,8 @@ def run(ctx: AuditContext) -> CheckResult:
         "trtr_best_epoch": trtr.best_epoch,
         "trtr_val_accuracy": trtr.val_accuracy,
         "trtr_from_cache": trtr.from_cache,
+        "tstr_precision": tstr.precision,
+        "trtr_precision": trtr.precision,
         "epoch_selection": "held-out synthetic images (never the real test set)",
         "sklearn_converged": {name: r[1] for name, r in sklearn_results.items()},
         "synthetic_class_counts": np.bincount(synthetic.y.numpy(), minlength=num_classes).tolist(),

@@ -38,7 +38,18 @@ def test_members_as_synthetic_give_a_decent_tstr_equal_to_trtr(digits, monkeypat
     assert len(result.details["per_class"]["tstr"]) == 10
     # digits is small: the quick profile adds epochs to reach its minimum number of steps
     assert result.details["tstr_epochs"] * 8 >= QUICK.classifiers.min_steps
+    assert result.details["tstr_precision"] == result.details["trtr_precision"]
 
+
+def test_a_bfloat16_tstr_classifier_is_as_accurate_as_the_float32_one(digits):
+    accuracy = {}
+    for precision in ("float32", "bfloat16"):
+        profile = replace(SMALL, classifiers=replace(SMALL.classifiers, min_steps=300, precision=precision))
+        result = utility.run(AuditContext(digits.members, digits, profile))
+        assert result.details["tstr_precision"] == precision
+        accuracy[precision] = result.metrics["tstr_accuracy"].value
+    assert accuracy["float32"] > 0.8
+    assert abs(accuracy["bfloat16"] - accuracy["float32"]) < 0.03, accuracy
 
 
 def test_run_reports_every_metric_with_sample_sizes(digits):
