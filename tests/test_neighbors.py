@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from dpaudit import neighbors
 from dpaudit.neighbors import nearest_distance, nearest_neighbors
 from tests.reference import (
     ReferenceCase,
@@ -13,6 +14,16 @@ from tests.reference import (
     compare_to_reference,
     reference_cases,
 )
+
+
+@pytest.fixture(autouse=True, params=neighbors.BACKENDS)
+def candidate_backend(request, monkeypatch):
+    """Every test of this module runs on both candidate searches (faiss where installed)."""
+    if request.param == "faiss" and neighbors._faiss() is None:
+        pytest.skip("faiss-cpu not installed (the `peers` extra)")
+    monkeypatch.setenv("DPAUDIT_NN_BACKEND", request.param)
+    assert neighbors.backend() == request.param
+    return request.param
 
 
 def ties_and_copies():
@@ -155,3 +166,27 @@ def test_harness_compares_indices_exactly_and_checks_shapes_and_nans():
 def test_no_references_is_a_clear_error():
     with pytest.raises(ValueError, match="against no references"):
         nearest_neighbors(torch.rand(3, 4), torch.zeros(0, 4))
+
+
+def test_the_backend_follows_the_environment_and_refuses_unknown_names(monkeypatch):
+    monkeypatch.setenv("DPAUDIT_NN_BACKEND", "annoy")
+    with pytest.raises(ValueError, match="DPAUDIT_NN_BACKEND must be one of torch, faiss"):
+        neighbors.backend()
+    monkeypatch.delenv("DPAUDIT_NN_BACKEND")
+    assert neighbors.backend() == ("torch" if neighbors._faiss() is None else "faiss")
+    monkeypatch.setenv("DPAUDIT_NN_BACKEND", "faiss")
+    monkeypatch.setattr(neighbors, "_faiss", lambda: None)
+    with pytest.raises(ValueError, match="faiss is not installed"):
+        neighbors.backend()
+
+
+@pytest.mark.mnist
+def test_both_backends_give_the_same_neighbours_on_mnist(mnist, candidate_backend, monkeypatch):
+    queries, refs = mnist.holdout.x[:2000], mnist.members.x[:20000]
+    got = nearest_neighbors(queries, refs, k=5)
+    monkeypatch.setenv("DPAUDIT_NN_BACKEND", "torch")
+    expected = nearest_neighbors(queries, refs, k=5)
+    assert torch.equal(got[1], expected[1]) and torch.equal(got[0], expected[0])
+    # and the nearest is the nearest by float64 distances to every reference (200 of the queries)
+    d = torch.cdist(queries[:200].flatten(1).double(), refs.flatten(1).double())
+    assert torch.equal(expected[1][:200, 0], d.argmin(1))

@@ -112,6 +112,16 @@ def test_prdc_equals_brute_force():
                          name="prdc")
 
 
+def test_prdc_equals_the_authors_package():
+    prdc_package = pytest.importorskip("prdc")  # the `peers` extra
+    real, fake = random_features(300, 8, 30), random_features(250, 8, 31, shift=0.3)
+    expected = prdc_package.compute_prdc(real.double().numpy(), fake.double().numpy(), nearest_k=5)
+    ours = fidelity.prdc(real, fake, k=5)
+    assert set(ours) == set(expected)
+    for key, value in expected.items():
+        assert ours[key] == pytest.approx(float(value), abs=1e-12), key
+
+
 def test_compare_computes_what_the_sizes_allow():
     config = FidelityConfig(kid_subsets=4, kid_subset_size=30, k=5)
     real, fake = random_features(60, 4, 60), random_features(40, 4, 61, shift=0.3)
