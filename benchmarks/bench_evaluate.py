@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import tempfile
 import time
@@ -52,6 +53,11 @@ def nn_gflops(n: int, m: int, d: int, repeats: int = 3) -> float:
         nearest_neighbors(a, b, k=1)
         best = min(best, time.perf_counter() - start)
     return 2 * n * m * d / best / 1e9
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -91,6 +97,7 @@ def main() -> None:
         rest = [total - sum(c.seconds for c in r.checks.values()) for r, total in runs.values()]
         print(f"| features, loading, report data (rest) | {' | '.join(f'{t:.1f}' for t in rest)} |")
         print(f"| **total** | {' | '.join(f'**{total:.1f}**' for _, total in runs.values())} |")
+        print(f"| peak resident memory of the process so far, MiB | {peak_rss_mib():.0f} | |")
         shutil.rmtree(os.environ.pop("DPAUDIT_CACHE"), ignore_errors=True)
 
 
