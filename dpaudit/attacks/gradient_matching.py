@@ -172,6 +172,68 @@ def invert_gradient(
     return best, best_loss
 
 
+def _per_batch_matching_loss(model, x, labels, targets, config: InversionConfig) -> torch.Tensor:
+    """`_matching_loss` (geiping) of B independent batches at once: x is B x b x C x H x W, labels
+    B x b, targets the stacked per-batch gradients (one B x ... tensor a parameter). The batches'
+    gradients come from torch.func (vmap of grad), so one pass serves all of them; returns the B
+    losses, each depending on its own batch only."""
+    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+    def gradient_of(xb, yb):
+        grads = torch.func.grad(lambda p: F.cross_entropy(torch.func.functional_call(model, p, (xb,)), yb))(params)
+        return list(grads.values())
+
+    grads = torch.func.vmap(gradient_of)(x, labels)
+    dot = sum((g * t).flatten(1).sum(1) for g, t in zip(grads, targets))
+    grad_norm = sum(g.pow(2).flatten(1).sum(1) for g in grads).sqrt()
+    target_norm = sum(t.pow(2).flatten(1).sum(1) for t in targets).sqrt()
+    tv = piq.total_variation(x.flatten(0, 1), reduction="none", norm_type="l1").view(x.shape[:2]).sum(1)
+    return 1 - dot / (grad_norm * target_norm + 1e-12) + config.tv_weight * tv
+
+
+def invert_gradients(
+    model: nn.Module,
+    gradients: list[list[torch.Tensor]],
+    labels: list[torch.Tensor],
+    shape: tuple[int, int, int, int],
+    config: InversionConfig,
+    seeds: list[int],
+    progress: str | None = None,
+) -> list[tuple[torch.Tensor, float]]:
+    """`invert_gradient` (geiping) of several batches of the same `shape` in one optimisation:
+    batch i starts from the generator of seeds[i], as it would alone, and every step's update of
+    it depends on its own loss only (Adam and the sign are elementwise), so each result is what
+    `invert_gradient` gives it; the batched forward and backward passes are what is saved
+    (tests/attacks/test_gradient_matching.py holds the two equal)."""
+    if config.method != "geiping":
+        raise ValueError("only the geiping method inverts batches together (DLG's L-BFGS couples them)")
+    model.eval()
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    targets = [torch.stack(per_param) for per_param in zip(*gradients)]
+    y = torch.stack(labels)
+    best = [None] * len(seeds)
+    best_loss = [float("inf")] * len(seeds)
+    milestones = [int(config.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+    for _ in range(config.restarts):
+        x = torch.stack([torch.rand(shape, generator=g) for g in generators]).requires_grad_(True)
+        optimizer = torch.optim.Adam([x], lr=config.lr)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+        for _ in tqdm(range(config.iterations), desc=progress, disable=progress is None, leave=False):
+            optimizer.zero_grad()
+            _per_batch_matching_loss(model, x, y, targets, config).sum().backward()
+            x.grad.sign_()
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                x.clamp_(0, 1)
+        final = _per_batch_matching_loss(model, x, y, targets, config).detach()
+        for i, loss in enumerate(final.tolist()):
+            loss = loss if np.isfinite(loss) else float("inf")
+            if best[i] is None or loss < best_loss[i]:
+                best[i], best_loss[i] = x[i].detach().clone(), loss
+    return list(zip(best, best_loss))
+
+
 def match_order(reconstructions: torch.Tensor, originals: torch.Tensor) -> np.ndarray:
     """Hungarian assignment on per-pair MSE: `order[i]` is the reconstruction matched to original i."""
     cost = torch.cdist(originals.flatten(1), reconstructions.flatten(1)).pow(2).numpy()
@@ -189,12 +251,23 @@ def attack_batch(
     """Compute the gradient of the batch (x, y) on `model`, invert it, and score the
     reconstructions against the batch (Hungarian-matched). Labels are inferred from the
     gradient for a batch of one when `config.infer_labels`, otherwise taken as known."""
+    gradient, labels, inferred = _observed(model, x, y, config)
+    images, loss = invert_gradient(model, gradient, labels, tuple(x.shape), config, seed)
+    return _scored(images, labels, x, loss, inferred)
+
+
+def _observed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: InversionConfig):
+    """What the attacker sees of the batch (x, y): its gradient, and the labels it attacks with
+    (iDLG's for a batch of one when `config.infer_labels`, else the true ones)."""
     model.eval()
     model.requires_grad_(True)
     gradient = batch_gradient(model, x, y)
     inferred = config.infer_labels and len(x) == 1
     labels = torch.tensor([infer_label(model, gradient)]) if inferred else y.clone()
-    images, loss = invert_gradient(model, gradient, labels, tuple(x.shape), config, seed)
+    return gradient, labels, inferred
+
+
+def _scored(images: torch.Tensor, labels: torch.Tensor, x: torch.Tensor, loss: float, inferred: bool) -> Inversion:
     order = torch.as_tensor(match_order(images, x))
     images = images[order]
     return Inversion(images, labels[order], pairwise_psnr(images, x), loss, inferred)
@@ -207,11 +280,18 @@ def attack_batches(
     seed: int = 0,
     progress: str | None = None,
 ) -> list[Inversion]:
-    """`attack_batch` on each batch, seeds `seed`, `seed + 1`, ..."""
-    return [
-        attack_batch(model, x, y, config, seed + i)
-        for i, (x, y) in enumerate(tqdm(batches, desc=progress, disable=progress is None, leave=False))
-    ]
+    """`attack_batch` on each batch, seeds `seed`, `seed + 1`, ...; geiping's inversions of
+    batches of one shape run together (`invert_gradients`), with the same results."""
+    shapes = {tuple(x.shape) for x, _ in batches}
+    if config.method != "geiping" or len(shapes) != 1:
+        return [
+            attack_batch(model, x, y, config, seed + i)
+            for i, (x, y) in enumerate(tqdm(batches, desc=progress, disable=progress is None, leave=False))
+        ]
+    observed = [_observed(model, x, y, config) for x, y in batches]
+    inverted = invert_gradients(model, [o[0] for o in observed], [o[1] for o in observed], shapes.pop(), config,
+                                [seed + i for i in range(len(batches))], progress)
+    return [_scored(images, o[1], x, loss, o[2]) for (images, loss), o, (x, _) in zip(inverted, observed, batches)]
 
 
 @register_reconstruction_attack

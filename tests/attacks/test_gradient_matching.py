@@ -9,8 +9,10 @@ import torch
 from dpaudit.attacks.gradient_matching import (
     InversionConfig,
     attack_batch,
+    attack_batches,
     batch_gradient,
     infer_label,
+    invert_gradients,
     match_order,
 )
 from dpaudit.nets import make_classifier, train_classifier
@@ -88,3 +90,26 @@ def test_inverting_gradients_on_mnist(mnist):
     x, y = members.x[:1], members.y[:1]
     result = attack_batch(model, x, y, InversionConfig(iterations=200, restarts=1), seed=0)
     assert result.psnr.item() > 18.0
+
+
+@pytest.mark.parametrize("batch_size, restarts", [(1, 2), (2, 1)])
+def test_batches_inverted_together_equal_each_inverted_alone(digits, tiny_model, batch_size, restarts):
+    config = InversionConfig(iterations=30, restarts=restarts, batch_size=batch_size)
+    x, y = digits.members.x[: 3 * batch_size], digits.members.y[: 3 * batch_size]
+    batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    together = attack_batches(tiny_model, batches, config, seed=4)
+    for i, (xb, yb) in enumerate(batches):
+        alone = attack_batch(tiny_model, xb, yb, config, seed=4 + i)
+        torch.testing.assert_close(together[i].images, alone.images, atol=1e-5, rtol=0)
+        assert together[i].loss == pytest.approx(alone.loss, rel=1e-4, abs=1e-6)
+        assert torch.equal(together[i].labels, alone.labels) and together[i].labels_inferred == alone.labels_inferred
+    assert together[0].psnr.mean() != together[1].psnr.mean()  # the batches are not one another's
+
+
+def test_dlg_batches_run_one_after_another(digits, tiny_model):
+    config = InversionConfig(method="dlg", iterations=20, restarts=1)
+    batches = [(digits.members.x[i : i + 1], digits.members.y[i : i + 1]) for i in range(2)]
+    together = attack_batches(tiny_model, batches, config, seed=1)
+    torch.testing.assert_close(together[1].images, attack_batch(tiny_model, *batches[1], config, seed=2).images)
+    with pytest.raises(ValueError, match="only the geiping method"):
+        invert_gradients(tiny_model, [], [], (1, 1, 8, 8), config, [])
