@@ -206,7 +206,7 @@ def invert_gradients(
     computation `invert_gradient` makes of it, up to rounding (batched kernels sum in another
     order; the sign of the gradient can carry a rounding difference into another trajectory over
     hundreds of steps, as good: benchmarks/RESULTS.md, "Gradient matching, batched"). The
-    batched forward and backward passes are what is saved (1.4x in quick, 2.4x in standard)."""
+    batched forward and backward passes are what is saved (1.4-1.9x in quick, 2.4-2.6x in standard)."""
     if config.method != "geiping":
         raise ValueError("only the geiping method inverts batches together (DLG's L-BFGS couples them)")
     model.eval()
