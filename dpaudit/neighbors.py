@@ -2,8 +2,8 @@
 
 One search for everyone (similarity, matching, fidelity's k-NN radii, the distance attacks):
 candidates come from the expanded formula ||b||^2 - 2ab, through faiss' exact `IndexFlatL2`
-where faiss-cpu is installed (`pip install 'dpaudit[peers]'`: 1.25x faster in MNIST's pixels,
-2-3x in 84-dimensional features, benchmarks/RESULTS.md "Peers raced"), else through a blocked
+where faiss-cpu is installed (`pip install 'dpaudit[peers]'`: the search 1.1-1.5x faster in
+MNIST's pixels, 1.6-2x in 84-dimensional features, benchmarks/RESULTS.md "Peers raced"), else through a blocked
 torch matrix product; either way they are re-measured directly so that near-ties are ordered
 exactly, and both give the same neighbours. $DPAUDIT_NN_BACKEND = torch | faiss forces one.
 Rows are flattened, so images and features both work.

@@ -31,8 +31,8 @@ class ClassifierConfig:
     images used (train + validation), a seeded random sample (None = all); `val_fraction` of them
     picks the epoch. Small sets get more epochs, so that the CNN takes at least `min_steps`
     optimizer steps (0 = the epochs as given). `precision`: the arithmetic both CNNs train in,
-    `auto` (bfloat16 autocast where the device computes it natively: about 2x faster on CPUs
-    with AMX, as accurate; benchmarks/RESULTS.md), `float32` or `bfloat16`. Both in the same
+    `auto` (bfloat16 autocast where the device computes it natively: faster on CPUs with
+    AMX, as accurate; benchmarks/RESULTS.md), `float32` or `bfloat16`. Both in the same
     one, so that a synthetic set equal to the members gives the control's numbers exactly."""
 
     epochs: int = 3
