@@ -37,7 +37,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dpaudit.audit.features import load_extractor  # noqa: E402
-from dpaudit.audit.fidelity import _Features, fid, kid, prdc  # noqa: E402
+from dpaudit.audit.fidelity import IdentityFeatures, fid, kid, prdc  # noqa: E402
 from dpaudit.datasets import load_split  # noqa: E402
 from dpaudit.neighbors import nearest_neighbors  # noqa: E402
 
@@ -96,14 +96,14 @@ def metric_rows(real: torch.Tensor, fake: torch.Tensor, repeats: int) -> list[st
     dim = real.shape[1]
 
     def torchmetrics_fid():
-        metric = FrechetInceptionDistance(feature=_Features(dim))
+        metric = FrechetInceptionDistance(feature=IdentityFeatures(dim))
         metric.update(real.double(), real=True)
         metric.update(fake.double(), real=False)
         return float(metric.compute())
 
     def torchmetrics_kid():
         torch.manual_seed(0)
-        metric = KernelInceptionDistance(feature=_Features(dim), subsets=20, subset_size=1000)
+        metric = KernelInceptionDistance(feature=IdentityFeatures(dim), subsets=20, subset_size=1000)
         metric.update(real.double(), real=True)
         metric.update(fake.double(), real=False)
         return float(metric.compute()[0])

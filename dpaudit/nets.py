@@ -157,10 +157,11 @@ def train_classifier(
 ) -> TrainLog:
     """Train with Adam and cross-entropy. With `val`, keep the weights of the epoch with the best
     validation accuracy (the model is modified in place). Deterministic for a seed on one machine.
-    `precision` "bfloat16": forward and backward under bf16 autocast (the weights, Adam's state
+    `precision` (`resolve_precision`) "bfloat16": forward and backward under bf16 autocast (the weights, Adam's state
     and the validation stay float32); the quick utility check on MNIST took 30 s instead of 43
     on the reference CPU (AMX; benchmarks/RESULTS.md, "bfloat16 classifiers")."""
     device = torch.device(device)
+    precision = resolve_precision(precision, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

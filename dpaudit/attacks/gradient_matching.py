@@ -102,53 +102,28 @@ def infer_label(model: nn.Module, gradient: list[torch.Tensor]) -> int:
     return int(gradient[index].sum(dim=1).argmin())
 
 
-def _cosine_loss(dummy: list[torch.Tensor], target: list[torch.Tensor]) -> torch.Tensor:
-    dot = sum((d * t).sum() for d, t in zip(dummy, target))
-    dummy_norm = sum(d.pow(2).sum() for d in dummy).sqrt()
-    target_norm = sum(t.pow(2).sum() for t in target).sqrt()
-    return 1 - dot / (dummy_norm * target_norm + 1e-12)
-
-
-def _l2_loss(dummy: list[torch.Tensor], target: list[torch.Tensor]) -> torch.Tensor:
-    return sum((d - t).pow(2).sum() for d, t in zip(dummy, target))
-
-
-def _matching_loss(model, x, labels, target, config: InversionConfig) -> torch.Tensor:
+def _dlg_loss(model, x, labels, target) -> torch.Tensor:
+    """DLG's squared L2 distance between the gradient of (x, labels) and the observed one."""
     params = [p for p in model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(F.cross_entropy(model(x), labels), params, create_graph=True)
-    if config.method == "dlg":
-        return _l2_loss(grads, target)
-    return _cosine_loss(grads, target) + config.tv_weight * piq.total_variation(x, reduction="sum", norm_type="l1")
+    return sum((g - t).pow(2).sum() for g, t in zip(grads, target))
 
 
-def _one_restart(model, target, labels, shape, config: InversionConfig, generator: torch.Generator):
+def _dlg_restart(model, target, labels, shape, config: InversionConfig, generator: torch.Generator):
     x = torch.rand(shape, generator=generator).requires_grad_(True)
-    if config.method == "dlg":
-        optimizer = torch.optim.LBFGS([x], lr=1.0, max_iter=LBFGS_INNER)
+    optimizer = torch.optim.LBFGS([x], lr=1.0, max_iter=LBFGS_INNER)
 
-        def closure():
-            optimizer.zero_grad()
-            loss = _matching_loss(model, x, labels, target, config)
-            loss.backward()
-            return loss
+    def closure():
+        optimizer.zero_grad()
+        loss = _dlg_loss(model, x, labels, target)
+        loss.backward()
+        return loss
 
-        for _ in range(max(1, config.iterations // LBFGS_INNER)):
-            optimizer.step(closure)
-            with torch.no_grad():
-                x.clamp_(0, 1)
-    else:
-        optimizer = torch.optim.Adam([x], lr=config.lr)
-        milestones = [int(config.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
-        for _ in range(config.iterations):
-            optimizer.zero_grad()
-            _matching_loss(model, x, labels, target, config).backward()
-            x.grad.sign_()
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                x.clamp_(0, 1)
-    final = float(_matching_loss(model, x, labels, target, config).detach())
+    for _ in range(max(1, config.iterations // LBFGS_INNER)):
+        optimizer.step(closure)
+        with torch.no_grad():
+            x.clamp_(0, 1)
+    final = float(_dlg_loss(model, x, labels, target).detach())
     return x.detach(), final if np.isfinite(final) else float("inf")
 
 
@@ -162,33 +137,39 @@ def invert_gradient(
 ) -> tuple[torch.Tensor, float]:
     """Images of `shape` (B x C x H x W) whose gradient under `labels` matches `gradient`:
     the best of `config.restarts` random starts by matching loss. Returns (images, loss)."""
+    if config.method == "geiping":
+        return invert_gradients(model, [gradient], [labels], shape, config, [seed])[0]
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     best, best_loss = None, float("inf")
     for _ in range(config.restarts):
-        x, loss = _one_restart(model, gradient, labels, shape, config, generator)
+        x, loss = _dlg_restart(model, gradient, labels, shape, config, generator)
         if best is None or loss < best_loss:
             best, best_loss = x, loss
     return best, best_loss
 
 
-def _per_batch_matching_loss(model, x, labels, targets, config: InversionConfig) -> torch.Tensor:
-    """`_matching_loss` (geiping) of B independent batches at once: x is B x b x C x H x W, labels
-    B x b, targets the stacked per-batch gradients (one B x ... tensor a parameter). The batches'
-    gradients come from torch.func (vmap of grad), so one pass serves all of them; returns the B
-    losses, each depending on its own batch only."""
+def _geiping_losses(model: nn.Module, gradients: list[list[torch.Tensor]], labels: torch.Tensor, config: InversionConfig):
+    """A function of dummy images x (B x b x C x H x W) giving B losses, one a batch: 1 - cosine
+    between the gradient of (x[i], labels[i]) and gradients[i], summed over all parameters, plus
+    the total-variation prior. The B gradients come from one pass (torch.func's vmap of grad);
+    each loss depends on its own batch only."""
     params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    targets = [torch.stack(per_param) for per_param in zip(*gradients)]  # one B x ... tensor a parameter
+    target_norm = sum(t.pow(2).flatten(1).sum(1) for t in targets).sqrt()
 
     def gradient_of(xb, yb):
         grads = torch.func.grad(lambda p: F.cross_entropy(torch.func.functional_call(model, p, (xb,)), yb))(params)
         return list(grads.values())
 
-    grads = torch.func.vmap(gradient_of)(x, labels)
-    dot = sum((g * t).flatten(1).sum(1) for g, t in zip(grads, targets))
-    grad_norm = sum(g.pow(2).flatten(1).sum(1) for g in grads).sqrt()
-    target_norm = sum(t.pow(2).flatten(1).sum(1) for t in targets).sqrt()
-    tv = piq.total_variation(x.flatten(0, 1), reduction="none", norm_type="l1").view(x.shape[:2]).sum(1)
-    return 1 - dot / (grad_norm * target_norm + 1e-12) + config.tv_weight * tv
+    def losses(x: torch.Tensor) -> torch.Tensor:
+        grads = torch.func.vmap(gradient_of)(x, labels)
+        dot = sum((g * t).flatten(1).sum(1) for g, t in zip(grads, targets))
+        grad_norm = sum(g.pow(2).flatten(1).sum(1) for g in grads).sqrt()
+        tv = piq.total_variation(x.flatten(0, 1), reduction="none", norm_type="l1").view(x.shape[:2]).sum(1)
+        return 1 - dot / (grad_norm * target_norm + 1e-12) + config.tv_weight * tv
+
+    return losses
 
 
 def invert_gradients(
@@ -200,19 +181,18 @@ def invert_gradients(
     seeds: list[int],
     progress: str | None = None,
 ) -> list[tuple[torch.Tensor, float]]:
-    """`invert_gradient` (geiping) of several batches of the same `shape` in one optimisation:
-    batch i starts from the generator of seeds[i], as it would alone, and every step's update of
-    it depends on its own loss only (Adam and the sign are elementwise), so each is the
-    computation `invert_gradient` makes of it, up to rounding (batched kernels sum in another
-    order; the sign of the gradient can carry a rounding difference into another trajectory over
-    hundreds of steps, as good: benchmarks/RESULTS.md, "Gradient matching, batched"). The
-    batched forward and backward passes are what is saved (1.4-1.9x in quick, 2.4-2.6x in standard)."""
+    """Geiping's inversion of several batches of the same `shape` in one optimisation: batch i
+    starts from the generator of seeds[i], as it would alone, and every step's update of it
+    depends on its own loss only (Adam and the sign are elementwise), so each result is that of
+    its inversion alone (`invert_gradient`, which is this with one batch), up to rounding
+    (batched kernels sum in another order; over hundreds of sign steps a rounding difference can
+    send a pixel along another trajectory, as good: benchmarks/RESULTS.md, "Gradient matching,
+    batched"). The batched passes are what is saved (1.4-1.9x in quick, 2.4-2.6x in standard)."""
     if config.method != "geiping":
         raise ValueError("only the geiping method inverts batches together (DLG's L-BFGS couples them)")
     model.eval()
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    targets = [torch.stack(per_param) for per_param in zip(*gradients)]
-    y = torch.stack(labels)
+    losses = _geiping_losses(model, gradients, torch.stack(labels), config)
     best = [None] * len(seeds)
     best_loss = [float("inf")] * len(seeds)
     milestones = [int(config.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
@@ -222,14 +202,13 @@ def invert_gradients(
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
         for _ in tqdm(range(config.iterations), desc=progress, disable=progress is None, leave=False):
             optimizer.zero_grad()
-            _per_batch_matching_loss(model, x, y, targets, config).sum().backward()
+            losses(x).sum().backward()
             x.grad.sign_()
             optimizer.step()
             scheduler.step()
             with torch.no_grad():
                 x.clamp_(0, 1)
-        final = _per_batch_matching_loss(model, x, y, targets, config).detach()
-        for i, loss in enumerate(final.tolist()):
+        for i, loss in enumerate(losses(x).detach().tolist()):
             loss = loss if np.isfinite(loss) else float("inf")
             if best[i] is None or loss < best_loss[i]:
                 best[i], best_loss[i] = x[i].detach().clone(), loss

@@ -71,7 +71,7 @@ METRIC_INFO = {
 BLOCK_ENTRIES = 1 << 24
 
 
-class _Features(nn.Module):
+class IdentityFeatures(nn.Module):
     """The identity: lets torchmetrics' FID take features that are already computed."""
 
     def __init__(self, dim: int):
@@ -84,7 +84,7 @@ class _Features(nn.Module):
 
 def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
     """FID between two feature sets (N x D, M x D; N, M >= 2), through torchmetrics, in float64."""
-    metric = FrechetInceptionDistance(feature=_Features(real.shape[1]))
+    metric = FrechetInceptionDistance(feature=IdentityFeatures(real.shape[1]))
     metric.update(real.double(), real=True)
     metric.update(fake.double(), real=False)
     return float(metric.compute().clamp_min(0))
