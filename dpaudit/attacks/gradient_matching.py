@@ -187,7 +187,8 @@ def invert_gradients(
     its inversion alone (`invert_gradient`, which is this with one batch), up to rounding
     (batched kernels sum in another order; over hundreds of sign steps a rounding difference can
     send a pixel along another trajectory, as good: benchmarks/RESULTS.md, "Gradient matching,
-    batched"). The batched passes are what is saved (1.4-1.9x in quick, 2.4-2.6x in standard)."""
+    batched"). The batched passes are what is saved (1.4-1.9x over the inversions one after
+    another in quick, 2.4-2.6x in standard, ibid.)."""
     if config.method != "geiping":
         raise ValueError("only the geiping method inverts batches together (DLG's L-BFGS couples them)")
     model.eval()
