@@ -16,6 +16,7 @@ from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import load_extractor
 from dpaudit.audit.fidelity import FidelityConfig
 from dpaudit.audit.profiles import QUICK
+from dpaudit.sampling import seeded_sample
 from tests.reference import compare_to_reference
 
 
@@ -126,9 +127,10 @@ def test_compare_computes_what_the_sizes_allow():
     config = FidelityConfig(kid_subsets=4, kid_subset_size=30, k=5)
     real, fake = random_features(60, 4, 60), random_features(40, 4, 61, shift=0.3)
     values, kid_std = fidelity.compare(real, fake, config, seed=3)
-    kid_mean, want_std = fidelity.kid(real, fake, 4, 30, seed=3)
-    assert values == {"fid": fidelity.fid(real, fake), "kid": kid_mean, **fidelity.prdc(real, fake, 5)}
-    assert kid_std == want_std
+    rms = float(real.double().pow(2).mean().sqrt())  # KID's unit: the real features' RMS
+    kid_mean, want_std = fidelity.kid(real.double() / rms, fake.double() / rms, 4, 30, seed=3)
+    assert values["kid"] == pytest.approx(kid_mean, rel=1e-12) and kid_std == pytest.approx(want_std, rel=1e-12)
+    assert values == {"fid": fidelity.fid(real, fake), "kid": values["kid"], **fidelity.prdc(real, fake, 5)}
     assert set(fidelity.compare(real, fake[:5], config, 0)[0]) == {"fid", "kid"}  # PRDC needs more than k
     assert fidelity.compare(real, fake[:1], config, 0) == ({}, None)
 
@@ -157,7 +159,7 @@ def test_run_on_digits_holdout(digits):
     result = fidelity.run(ctx)
     assert set(result.metrics) == {"fid", "kid", "precision", "recall", "density", "coverage"}
     fid = result.metrics["fid"]
-    assert fid.direction == "lower" and fid.n == {"synthetic": 360, "members": 1077}
+    assert fid.direction == "lower" and fid.n == {"synthetic": 360, "members": 1077, "holdout": 360}
     # The holdout is the baseline set: the synthetic side is the same 360 images.
     assert fid.value == pytest.approx(fid.baseline, rel=1e-12)
     kid = result.metrics["kid"]
@@ -210,5 +212,29 @@ def test_unlabelled_synthetic_has_no_per_class(digits):
 def test_profile_limits_the_sample_sizes(digits):
     profile = dataclasses.replace(QUICK, fidelity=dataclasses.replace(QUICK.fidelity, max_samples=100))
     result = fidelity.run(context(digits, digits.holdout, profile))
-    assert result.metrics["fid"].n == {"synthetic": 100, "members": 100}
+    assert result.metrics["fid"].n == {"synthetic": 100, "members": 100, "holdout": 100}
     assert result.details["n_baseline"] == 100
+
+
+def test_kid_does_not_depend_on_the_features_units():
+    real, fake = random_features(200, 6, 70), random_features(150, 6, 71, shift=0.4)
+    config = FidelityConfig(kid_subsets=5, kid_subset_size=100)
+    base = fidelity.compare(real, fake, config, seed=0)[0]["kid"]
+    assert fidelity.compare(1000 * real, 1000 * fake, config, seed=0)[0]["kid"] == pytest.approx(base, rel=1e-6)
+
+
+def test_the_baseline_is_measured_at_the_synthetic_sets_size(digits):
+    """1,077 synthetic images against a 360-image holdout: the synthetic value is the mean over
+    three chunks of 360 (starting at 0, 358, 717) that hold every image, so that value and
+    baseline share a sample size. Each chunk's FID is computed independently here."""
+    ctx = context(digits, digits.members)
+    result = fidelity.run(ctx)
+    assert result.details["chunks"] == 3 and result.details["matched_size"] == 360
+    features = ctx.features("synthetic")[seeded_sample(len(digits.members), QUICK.fidelity.max_samples, [0, 1])]
+    members = ctx.features("members")[seeded_sample(len(digits.members), QUICK.fidelity.max_samples, [0, 2])]
+    want = np.mean([fidelity.fid(members, features[start : start + 360]) for start in (0, 358, 717)])
+    assert result.metrics["fid"].value == pytest.approx(want, rel=1e-9)
+    # members are not their own baseline: at the holdout's size their FID is far below the full set's
+    assert result.metrics["fid"].value > 10 * fidelity.fid(members, features)
+    coverage = result.metrics["coverage"]
+    assert coverage.ci[0] <= coverage.value <= coverage.ci[1]
