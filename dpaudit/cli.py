@@ -219,6 +219,14 @@ def evaluate(synthetic, dataset, members, holdout, test, split_seed, data_root, 
         click.echo(f"wrote {path}")
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
+    echo_scorecard(result)
+
+
+def echo_scorecard(result) -> None:
+    """The result's scorecard, last on the terminal: what a reader wants first."""
+    from dpaudit.audit.scorecard import format_scorecard, scorecard
+
+    click.echo("\n" + format_scorecard(scorecard(result)))
 
 
 @cli.command()
@@ -249,12 +257,15 @@ def gate(ctx, result_json, policy, junit):
     """
     from dpaudit.audit.gate import apply_policy, format_table, load_policy, write_junit
     from dpaudit.audit.result import load_result
+    from dpaudit.audit.scorecard import scorecard
 
     result = load_result(result_json)
     verdict = apply_policy(result, load_policy(policy))
+    card = scorecard(result, verdict)
     # JUnit first: a file that cannot be written is an error (2), never a verdict printed as PASS.
-    written = write_junit(verdict, junit, result_name=str(result_json)) if junit else None
+    written = write_junit(verdict, junit, result_name=str(result_json), card=card) if junit else None
     click.echo(format_table(verdict))
+    click.echo(f"scorecard: {card.title}")
     if written:
         click.echo(f"wrote {written}")
     ctx.exit(verdict.exit_code)
@@ -454,7 +465,6 @@ def demo(out, method, epsilon, delta, seed):
     from dpaudit.manifest import read_manifest
     from dpaudit.privacy import PrivacyBudget
     from dpaudit.reports.folder import write_audit
-    from dpaudit.reports.html import headline_paths
 
     out = Path(out)
     ensure_empty_folder(out)
@@ -470,8 +480,7 @@ def demo(out, method, epsilon, delta, seed):
     result = evaluate(synthetic, reference, profile="quick", seed=seed, manifest=read_manifest(synthetic_dir))
     _, report = write_audit(result, out)
     click.echo(f"3/3 wrote {report}")
-    for path in headline_paths([result]):
-        click.echo(f"  {path:<40} {result.get(path):.4g}")
+    echo_scorecard(result)
 
 
 def main() -> None:

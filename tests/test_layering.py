@@ -52,8 +52,8 @@ def test_imports_run_downward_only():
     for module, names in imports().items():
         if module.startswith(("dpaudit.attacks", "dpaudit.generators")):
             assert not _within(names, "dpaudit.audit") | _within(names, "dpaudit.reports"), module
-        if module.startswith("dpaudit.reports"):  # a result and a verdict, nothing of how they were made
+        if module.startswith("dpaudit.reports"):  # a result, a verdict and the scorecard read from them, nothing of how they were made
             read = _within(names, "dpaudit.audit") - {"dpaudit.audit"}
-            assert all(n.startswith(("dpaudit.audit.result", "dpaudit.audit.gate")) for n in read), module
+            assert all(n.startswith(("dpaudit.audit.result", "dpaudit.audit.gate", "dpaudit.audit.scorecard")) for n in read), module
         if module != "dpaudit.cli":
             assert not _within(names, "dpaudit.cli"), module

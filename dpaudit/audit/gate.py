@@ -37,11 +37,15 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dpaudit.audit.result import AuditResult
 from dpaudit.schema import describe, parse_toml, quote, read_text
 from dpaudit.errors import DpauditError
 from dpaudit.files import staged
+
+if TYPE_CHECKING:
+    from dpaudit.audit.scorecard import Scorecard
 
 BOUND_KEYS = ("min", "max", "min_from", "max_from")
 RULE_KEYS = ("metric", "name", *BOUND_KEYS)
@@ -287,16 +291,21 @@ def format_table(verdict: Verdict) -> str:
     return "\n".join(lines + ["", verdict.summary()])
 
 
-def write_junit(verdict: Verdict, path: str | Path, *, result_name: str = "") -> Path:
+def write_junit(verdict: Verdict, path: str | Path, *, result_name: str = "", card: Scorecard | None = None) -> Path:
     """JUnit XML for CI dashboards: one testsuite, one testcase per rule, broken rules as <failure>.
+    With `card` (the result's scorecard), the suite is named by its answers and its text is the
+    suite's <system-out>, so that a dashboard shows the three answers beside the rules.
     Written atomically (a temporary file beside it, then a rename: dpaudit.files.staged);
     DpauditError naming the file when it cannot be written (a folder that cannot be made, or is
     not writable), the previous file then unchanged."""
+    from dpaudit.audit.scorecard import format_scorecard  # here: the scorecard module imports this one
+
     suites = ET.Element("testsuites", name="dpaudit gate")
+    name = "dpaudit gate" + (f" ({result_name})" if result_name else "") + (f": {card.title}" if card else "")
     suite = ET.SubElement(
         suites,
         "testsuite",
-        name="dpaudit gate" + (f" ({result_name})" if result_name else ""),
+        name=name,
         tests=str(len(verdict.outcomes)),
         failures=str(len(verdict.failures)),
         errors="0",
@@ -310,6 +319,8 @@ def write_junit(verdict: Verdict, path: str | Path, *, result_name: str = "") ->
         if not o.passed:
             failure = ET.SubElement(case, "failure", message=o.message, type="threshold")
             failure.text = f"{o.message}; bound: {_bounds(o)}"
+    if card is not None:
+        ET.SubElement(suite, "system-out").text = format_scorecard(card)
     data = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
     with staged(path) as temporary:  # an OSError becomes a DpauditError naming the file
         temporary.write_bytes(data)

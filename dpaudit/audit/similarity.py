@@ -83,6 +83,15 @@ def _histogram(values: torch.Tensor) -> list[int]:
     return counts.tolist()
 
 
+def distance_histogram(synthetic: torch.Tensor, holdout: torch.Tensor, bins: int = 30) -> dict:
+    """Counts of the nearest-member L2 distances of synthetic and of holdout images over shared
+    bins from 0 to the larger 99.5th percentile (farther ones fall into the last bin)."""
+    top = float(max(synthetic.quantile(0.995), holdout.quantile(0.995))) if len(synthetic) and len(holdout) else 1.0
+    edges = np.linspace(0.0, top if top > 0 else 1.0, bins + 1)
+    count = lambda values: np.histogram(values.clamp(0, edges[-1]).numpy(), bins=edges)[0].tolist()  # noqa: E731
+    return {"edges": edges.tolist(), "synthetic": count(synthetic), "holdout": count(holdout)}
+
+
 COMPOSITE_MEANINGS = {
     "blend": "a blend of two members (w a + (1 - w) b leaves at most "
              f"{BLEND_MAX_RATIO:g} of what the best pair of other members leaves)",
@@ -231,6 +240,7 @@ def run(ctx: AuditContext) -> CheckResult:
             "synthetic": _histogram(matches.best_ssim),
             "holdout": _histogram(baseline.best_ssim),
         },
+        "l2_hist": distance_histogram(matches.l2, baseline.l2),
         "worst_pairs": [
             {"synthetic_index": int(pick[i]), "member_index": int(matches.best_ssim_idx[i]),
              "ssim": float(matches.best_ssim[i]), "move": _describe_move(moves[int(matches.best_ssim_move[i])])}

@@ -23,6 +23,7 @@ from scipy.stats import rankdata
 
 from dpaudit.audit.gate import Verdict
 from dpaudit.audit.result import AuditResult, CheckResult, Metric
+from dpaudit.audit.scorecard import scorecard
 from dpaudit.errors import DpauditError
 from dpaudit.files import staged
 from dpaudit.reports import plots
@@ -32,6 +33,14 @@ DIRECTION_TEXT = {
     "lower": ("\u2193", "lower is better"),
     "target": ("\u25ce", "closer to the target is better"),
     "info": ("\u00b7", "for information"),
+}
+# Titles of the figures checks attach (the name otherwise, in words).
+FIGURE_TITLES = {
+    "worst_pairs": "The most exposed members: the synthetic images closest to a member",
+    "blends": "Best-fitting blends of two members",
+    "partial_copies": "Best-fitting partial copies",
+    "grid": "Reconstructions beside their nearest images",
+    "control_grid": "The same attack on the control (a generator that never saw the members)",
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SMALL_IMAGE = 320  # narrower images (tiny grids of 28-px tiles) are shown scaled up, pixelated
@@ -76,9 +85,11 @@ def image(png: str, caption: str = "", title: str = "") -> dict | None:
             "pixelated": scale > 1}
 
 
-def _metric_row(check: str, name: str, metric: Metric) -> dict:
+def _metric_row(check: str, name: str, metric: Metric, space: str = "") -> dict:
+    """A metric as the tables show it; `space`: the feature space its value was measured in."""
     arrow, text = DIRECTION_TEXT[metric.direction]
     return {
+        "space": space,
         "check": check,
         "name": name,
         "path": f"{check}.{name}",
@@ -139,6 +150,15 @@ def _canary_score_plot(hist: dict) -> dict:
     return image(png, caption, "Canary scores")
 
 
+def _distance_plot(hist: dict) -> dict:
+    png = plots.share_histogram(hist["edges"], {"synthetic": hist["synthetic"], "holdout (baseline)": hist["holdout"]},
+                                "L2 distance to the nearest member (pixels in [0, 1])")
+    caption = ("Distance of each synthetic image to its nearest member (filled) against the same for holdout images, "
+               "which the generator never saw (line). Mass left of the line means closer to the training images than "
+               "fresh real data comes; a spike at 0 is copies.")
+    return image(png, caption, "Distance to the nearest training image")
+
+
 def _roc_plot(details: dict) -> dict:
     attacks = {name: a for name, a in details["attacks"].items() if isinstance(a, dict) and "roc" in a}
     if not attacks:
@@ -177,6 +197,7 @@ def _special_plots(check: CheckResult, result: AuditResult) -> tuple[list[dict],
     builders = [
         ("per_class", "per_class" in details, lambda: _per_class_plot(details["per_class"])),
         ("ssim_hist", "ssim_hist" in details, lambda: _ssim_plot(details["ssim_hist"])),
+        ("l2_hist", "l2_hist" in details, lambda: _distance_plot(details["l2_hist"])),
         ("score_hist", "score_hist" in details, lambda: _canary_score_plot(details["score_hist"])),
         ("attacks", "attacks" in details, lambda: _roc_plot(details)),
         ("epsilon_lower_bound", "epsilon_lower_bound" in check.metrics, lambda: _epsilon_plot(check, result)),
@@ -218,7 +239,9 @@ def sample_grid(result: AuditResult) -> dict | None:
     """A grid of synthetic samples: `result.synthetic["samples_png"]`, else a figure named "samples" in any check."""
     png = result.synthetic.get("samples_png")
     if isinstance(png, str):
-        return image(png, "Synthetic samples.", "Samples")
+        labelled = result.synthetic.get("labelled")
+        caption = "Random synthetic samples, one row per class." if labelled else "Random synthetic samples."
+        return image(png, caption, "Synthetic samples" + (", one row per class" if labelled else ""))
     for _, check in ordered_checks(result):
         figure = check.figures.get("samples")
         if isinstance(figure, dict) and isinstance(figure.get("png"), str):
@@ -238,15 +261,19 @@ def _sections(result: AuditResult, rules_by_metric: dict[str, list]) -> list[dic
             if embedded is None:
                 notes.append(f"figure {fig_name!r} is not a valid PNG and is left out")
             else:
-                figures.append(embedded)
+                figures.append(embedded | {"title": FIGURE_TITLES.get(fig_name, fig_name.replace("_", " ").capitalize())})
+        space = str(check.details.get("extractor") or result.feature_extractor.get("name") or "") if name == "fidelity" else ""
+        rows = [_metric_row(name, k, m, space) | {"gate": rules_by_metric.get(f"{name}.{k}", []),
+                                                  "headline": k in check.headlines or not check.headlines}
+                for k, m in check.metrics.items()]
         sections.append({
             "id": f"check-{name}",
             "name": name,
             "title": title,
             "blurb": blurb,
             "seconds": check.seconds,
-            "metrics": [_metric_row(name, k, m) | {"gate": rules_by_metric.get(f"{name}.{k}", [])}
-                        for k, m in check.metrics.items()],
+            "headline_metrics": [row for row in rows if row["headline"]],
+            "other_metrics": [row for row in rows if not row["headline"]],
             "plots": plots_,
             "figures": figures,
             "attacks": _attack_table(check.details),
@@ -273,7 +300,8 @@ def render_report(result: AuditResult, verdict: Verdict | None = None) -> str:
         title=_title(result),
         verdict=verdict,
         sections=sections,
-        summary=[row for section in sections for row in section["metrics"]],
+        card=scorecard(result, verdict),
+        summary=[row for section in sections for row in section["headline_metrics"]],
         alerts=_alerts(result),
         samples=sample_grid(result),
         synthetic_items=[(k, v) for k, v in result.synthetic.items() if k != "samples_png"],

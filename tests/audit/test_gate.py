@@ -23,6 +23,7 @@ from dpaudit.audit.gate import (
 from dpaudit.audit.features import load_extractor
 from dpaudit.audit.pipeline import evaluate
 from dpaudit.audit.profiles import QUICK
+from dpaudit.audit.scorecard import format_scorecard, scorecard
 from dpaudit.cli import cli
 from dpaudit.datasets import Reference, load_official, load_split, split_indices
 from dpaudit.errors import DpauditError
@@ -258,6 +259,18 @@ def test_junit_xml(tmp_path):
     failed = [c.get("name") for c in cases if c.find("failure") is not None]
     assert failed == ["membership.auc <= 0.6", "empirical epsilon within the claim"]
     assert "above 10" in cases[3].find("failure").get("message")
+    assert suite.find("system-out") is None  # no scorecard given
+
+
+def test_junit_carries_the_scorecard(tmp_path):
+    result = fake_result(auc=0.8, eps_lb=12.0)
+    verdict = apply_policy(result, policy(POLICY))
+    card = scorecard(result, verdict)
+    suite = ET.parse(write_junit(verdict, tmp_path / "gate.xml", result_name="r.json", card=card)).getroot().find("testsuite")
+    # the policy's utility rule holds (0.81 >= 0.8): useful by the policy, faithful by the defaults
+    assert suite.get("name") == "dpaudit gate (r.json): faithful: partly; useful: yes; leaks: yes"
+    assert suite.find("system-out").text == format_scorecard(card)
+    assert "Does it leak?     YES" in suite.find("system-out").text
 
 
 def test_junit_is_written_atomically(tmp_path, monkeypatch):

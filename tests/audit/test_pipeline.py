@@ -85,6 +85,9 @@ def test_cli_evaluate_writes_result(tmp_path, digits):
     assert data["reference"]["split_id"] == digits.split_id
     assert data["manifest"]["generator"] == "copier"
     assert data["checks"]["similarity"]["metrics"]["near_copy_share"]["value"] == pytest.approx(1.0)
+    # the scorecard ends the output: copies leak, and the checks that did not run are said
+    answers = [line[:30].split(None, 3)[3].strip() for line in result.output.splitlines() if line.startswith(("Is it", "Does it"))]
+    assert answers == ["NOT MEASURED", "NOT MEASURED", "YES"]
 
 
 @pytest.mark.parametrize(

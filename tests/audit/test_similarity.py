@@ -54,6 +54,9 @@ def test_members_as_synthetic_are_all_near_copies(digits):
     hist = result.details["ssim_hist"]
     assert sum(hist["synthetic"]) == len(digits.members) and sum(hist["holdout"]) == len(digits.holdout)
     assert len(hist["edges"]) == len(hist["synthetic"]) + 1
+    distances = result.details["l2_hist"]  # copies: every synthetic image at distance 0, the first bin
+    assert distances["synthetic"][0] == len(digits.members) and sum(distances["holdout"]) == len(digits.holdout)
+    assert sum(distances["holdout"][1:]) > 0.9 * len(digits.holdout)
     png = Image.open(io.BytesIO(base64.b64decode(result.figures["worst_pairs"]["png"])))
     assert png.mode == "L" and png.width > png.height > 0
 
@@ -141,3 +144,12 @@ def test_blends_and_partial_copies_of_members_are_caught_and_of_unseen_images_ar
     else:
         assert blends.ci[0] <= 0.005 and partials.ci[0] <= 0.005, (blends, partials)
     assert result.metrics["near_copy_excess"].ci[0] <= 0.005  # neither kind is a near-copy
+
+
+def test_distance_histogram_counts_every_image_in_shared_bins():
+    synthetic, holdout = torch.tensor([0.0, 0.5, 1.0, 9.0]), torch.tensor([2.0, 2.5, 3.0])
+    hist = similarity.distance_histogram(synthetic, holdout, bins=4)
+    edges = np.array(hist["edges"])
+    assert edges[0] == 0 and edges[-1] == pytest.approx(float(torch.quantile(synthetic, 0.995)))
+    want_s, _ = np.histogram(synthetic.clamp(max=edges[-1]).numpy(), bins=edges)
+    assert hist["synthetic"] == want_s.tolist() and sum(hist["holdout"]) == 3

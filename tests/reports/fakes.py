@@ -25,7 +25,7 @@ def roc(power: float, n: int = 50) -> dict:
 
 
 def fake_result(*, generator: str = "dp-merf", name: str = "synthetic", epsilon: float | None = 10.0,
-                auc: float = 0.56, eps_lb: float = 0.4, tstr: float = 0.81, fid: float = 35.0,
+                auc: float = 0.56, eps_lb: float = 0.4, tstr: float = 0.81, fid: float = 35.0, coverage: float = 0.6,
                 split_id: str = SPLIT_ID, extractor: dict | None = None, seed: int = 0) -> AuditResult:
     fidelity = CheckResult("fidelity", seconds=2.1)
     fidelity.metrics = {
@@ -34,6 +34,8 @@ def fake_result(*, generator: str = "dp-merf", name: str = "synthetic", epsilon:
         "kid": Metric(0.021, "lower", "Kernel inception distance.", ci=(0.015, 0.027)),
         "precision": Metric(0.71, "higher", "Share of synthetic images inside the real manifold.", (0, 1)),
         "recall": Metric(0.44, "higher", "Share of real images inside the synthetic manifold.", (0, 1)),
+        "coverage": Metric(coverage, "higher", "Share of members whose k-NN ball holds a synthetic image.", (0, 1),
+                           ci=(coverage - 0.02, coverage + 0.02), baseline=0.8),
     }
     # None: a class with too few images to measure, as fidelity reports it
     fidelity.details = {"per_class": {"fid": [30.0 + i for i in range(10)], "precision": [None] + [0.6 + 0.02 * i for i in range(1, 10)]}}

@@ -107,8 +107,12 @@ def test_report_images(report_html):
     alts = re.findall(r'<img [^>]*alt="([^"]*)"', html)
     # summary samples; fidelity per-class + samples figure; utility per-class; similarity histogram +
     # worst pairs; membership ROC + epsilon; gradient matching grid
-    assert alts == ["Samples", "Per class", "samples", "Per class", "SSIM to the nearest training image",
-                    "worst_pairs", "ROC curves", "Empirical epsilon against the claim", "grid"]
+    assert alts == ["Samples", "Per class", "Samples", "Per class", "SSIM to the nearest training image",
+                    "The most exposed members: the synthetic images closest to a member", "ROC curves",
+                    "Empirical epsilon against the claim", "Reconstructions beside their nearest images"]
+    # every figure under its own heading, which says what the alt text says
+    for alt in alts:
+        assert re.search(rf"<h3>{re.escape(str(escape(alt)))}</h3>\s*<figure>", html), alt
     images = embedded_images(html)
     assert all(im.size[0] > 0 for im in images)
     roc = images[alts.index("ROC curves")]
