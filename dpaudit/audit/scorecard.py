@@ -247,7 +247,7 @@ def _leak_sentences(result: AuditResult) -> list[str]:
     if auc is not None:
         better = auc.ci is not None and auc.ci[0] > 0.5
         ci = f", 95% CI {number(auc.ci[0])}-{number(auc.ci[1])}" if auc.ci else ""
-        sentences.append(("The best membership attack tells members from unseen images" if better else
+        sentences.append(("The best membership attack does better than guessing" if better else
                           "No membership attack did better than guessing") + f" (AUC {number(auc.value)}{ci}).")
         details = result.checks["membership"].details
         targets = (details.get("targets") or {}).get("members")

@@ -399,12 +399,27 @@ def _scatter(results: Sequence[AuditResult], labels: list[str]) -> dict | None:
         for label, result in zip(labels, results):
             x, y = _metric(result, privacy), _metric(result, utility)
             if x is not None and y is not None and math.isfinite(x.value) and math.isfinite(y.value):
-                points.append((label, x.value, y.value))
+                points.append((label, x.value, y.value, x.ci, y.ci))
         if len(points) == len(results):
             png = plots.privacy_utility_scatter(points, xlabel=f"{name}, lower is more private", ylabel="TSTR accuracy")
-            return image(png, f"Privacy ({name}) against utility (TSTR accuracy): the best generators sit top left.",
-                         "Privacy against utility")
+            return image(png, f"Privacy ({name}) against utility (TSTR accuracy), with 95% intervals as bars where the "
+                         "metric has one: the best generators sit top left.", "Privacy against utility")
     return None
+
+
+def _frontier(results: Sequence[AuditResult]) -> dict | None:
+    """TSTR accuracy against the claimed epsilon, one line per generator, where the results hold
+    at least two claimed epsilons (a privacy-utility frontier); None otherwise."""
+    series: dict[str, list] = {}
+    for result in results:
+        claimed, tstr = (result.manifest or {}).get("epsilon"), _metric(result, "utility.tstr_accuracy")
+        if isinstance(claimed, (int, float)) and claimed > 0 and tstr is not None and math.isfinite(tstr.value):
+            series.setdefault(_title(result), []).append((float(claimed), tstr.value, tstr.ci))
+    if len({eps for points in series.values() for eps, _, _ in points}) < 2:
+        return None
+    png = plots.utility_frontier(series, ylabel="TSTR accuracy")
+    return image(png, "Utility (TSTR accuracy, 95% intervals) against the claimed epsilon, one line per generator: "
+                 "the privacy-utility frontier. Higher at the same epsilon is better.", "Utility against epsilon")
 
 
 def render_comparison(results: Sequence[AuditResult], sources: Sequence[str] | None = None) -> str:
@@ -430,6 +445,7 @@ def render_comparison(results: Sequence[AuditResult], sources: Sequence[str] | N
         extractor=results[0].feature_extractor,
         ranking=_ranking(results, labels),
         scatter=_scatter(results, labels),
+        frontier=_frontier(results),
         table=table,
         labels=labels,
         warnings=warnings,

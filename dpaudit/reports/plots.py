@@ -150,17 +150,46 @@ def epsilon_vs_claimed(empirical: float, claimed: float | None, ci: Sequence[flo
     return to_png(fig)
 
 
-def privacy_utility_scatter(points: Sequence[tuple[str, float, float]], *, xlabel: str, ylabel: str) -> str:
-    """One point per generator: privacy leakage (x, lower is better) against utility (y,
-    higher is better); the best corner is the top left."""
+def _error(value: float, ci: Sequence[float] | None) -> list[list[float]] | None:
+    """An interval as matplotlib's asymmetric error bar (None: no bar)."""
+    return None if ci is None else [[max(0.0, value - ci[0])], [max(0.0, ci[1] - value)]]
+
+
+def privacy_utility_scatter(points: Sequence[tuple], *, xlabel: str, ylabel: str) -> str:
+    """One point per generator, (label, x, y[, x interval, y interval]): privacy leakage (x, lower
+    is better) against utility (y, higher is better), with the 95% intervals as error bars; the
+    best corner is the top left."""
     fig = Figure(figsize=(5.5, 3.8))
     ax = fig.add_subplot()
-    for i, (label, x, y) in enumerate(points):
-        ax.scatter([x], [y], s=60, color=COLOURS[i % len(COLOURS)], zorder=3)
+    for i, (label, x, y, *intervals) in enumerate(points):
+        x_ci, y_ci = (list(intervals) + [None, None])[:2]
+        ax.errorbar([x], [y], xerr=_error(x, x_ci), yerr=_error(y, y_ci), fmt="o", markersize=7, capsize=3,
+                    color=COLOURS[i % len(COLOURS)], zorder=3)
         ax.annotate(plain(label), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.margins(0.15)
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def utility_frontier(series: Mapping[str, Sequence[tuple[float, float, Sequence[float] | None]]], *, ylabel: str) -> str:
+    """Utility against the claimed epsilon, one line per generator through its (epsilon, value,
+    interval) points, sorted by epsilon, on a log epsilon axis: the privacy-utility frontier."""
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.add_subplot()
+    for i, (label, points) in enumerate(series.items()):
+        points = sorted(points, key=lambda p: p[0])
+        eps = [p[0] for p in points]
+        values = [p[1] for p in points]
+        errors = [[max(0.0, v - ci[0]) if ci else 0.0 for _, v, ci in points],
+                  [max(0.0, ci[1] - v) if ci else 0.0 for _, v, ci in points]]
+        ax.errorbar(eps, values, yerr=errors, fmt="-o", capsize=3, color=COLOURS[i % len(COLOURS)], label=plain(label))
+    ax.set_xscale("log")
+    ax.set_xlabel("claimed epsilon (log scale; left is more private)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return to_png(fig)

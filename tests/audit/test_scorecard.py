@@ -41,7 +41,7 @@ def test_default_thresholds_worked_by_hand():
 def test_evidence_of_leakage_and_a_false_claim_answer_yes():
     leaky = answers(fake_result(auc=0.7))["leaks"]  # CI low 0.66 > 0.6
     assert leaky.verdict == "yes" and any("membership.auc.ci_low = 0.66 is above 0.6" in b for b in leaky.broken)
-    assert leaky.sentence.startswith("The best membership attack tells members from unseen images (AUC 0.7")
+    assert leaky.sentence.startswith("The best membership attack does better than guessing (AUC 0.7")
     false_claim = fake_result(eps_lb=12.0, epsilon=10.0)
     false_claim.checks["membership"].details["claim_warning"] = "PRIVACY CLAIM REFUTED (test)"
     answer = answers(false_claim)["leaks"]

@@ -116,9 +116,14 @@ class Browser:
         os.close(self._from_browser)
 
 
-def open_page(executable: str, url: str, profile_dir: Path, screenshot: Path) -> dict:
-    """Load `url` in a fresh headless Chromium and report what happened: the requests made,
-    console errors and exceptions, every <img> with its load state, and a full-page screenshot."""
+def open_page(executable: str, url: str, profile_dir: Path, screenshot: Path, *, width: int = 1200, height: int = 900,
+              mobile: bool = False, media: str | None = None, probes: dict[str, str] | None = None,
+              full_page: bool = True, pdf: Path | None = None) -> dict:
+    """Load `url` in a fresh headless Chromium of a `width` x `height` viewport (CSS media type
+    `media`, e.g. "print", if given) and report what happened: the requests made, console errors
+    and exceptions, every <img> with its load state, the value of each JavaScript expression in
+    `probes`, a screenshot (the whole page, or the first screen without `full_page`) and, with
+    `pdf`, the page printed to PDF as the browser's "print to PDF" would."""
     browser = Browser(executable, profile_dir)
     try:
         target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -126,25 +131,29 @@ def open_page(executable: str, url: str, profile_dir: Path, screenshot: Path) ->
         for domain in ("Page", "Network", "Runtime", "Log"):
             browser.send(f"{domain}.enable", session=session)
         browser.send("Emulation.setDeviceMetricsOverride",
-                     {"width": 1200, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
+                     {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}, session=session)
+        if media:
+            browser.send("Emulation.setEmulatedMedia", {"media": media}, session=session)
         browser.events.clear()
         browser.send("Page.navigate", {"url": url}, session=session)
         browser.wait_for("Page.loadEventFired")
-        images = browser.send(
-            "Runtime.evaluate",
-            {"expression": "Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, "
-                           "width: i.naturalWidth, height: i.naturalHeight, scheme: i.src.split(':')[0]}))",
-             "returnByValue": True},
-            session=session,
-        )["result"]["value"]
-        size = browser.send("Page.getLayoutMetrics", session=session)["cssContentSize"]
-        shot = browser.send(
-            "Page.captureScreenshot",
-            {"format": "png", "captureBeyondViewport": True,
-             "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}},
-            session=session,
-        )
+
+        def evaluate(expression: str):
+            return browser.send("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                                session=session)["result"].get("value")
+
+        images = evaluate("Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, "
+                          "width: i.naturalWidth, height: i.naturalHeight, scheme: i.src.split(':')[0]}))")
+        values = {name: evaluate(expression) for name, expression in (probes or {}).items()}
+        clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
+        if full_page:
+            size = browser.send("Page.getLayoutMetrics", session=session)["cssContentSize"]
+            clip.update(width=size["width"], height=size["height"])
+        shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": full_page, "clip": clip},
+                            session=session)
         screenshot.write_bytes(base64.b64decode(shot["data"]))
+        if pdf is not None:
+            pdf.write_bytes(base64.b64decode(browser.send("Page.printToPDF", {"printBackground": False}, session=session)["data"]))
         events = [e for e in browser.events if e.get("sessionId") == session]
     finally:
         browser.close()
@@ -152,4 +161,4 @@ def open_page(executable: str, url: str, profile_dir: Path, screenshot: Path) ->
     errors = [e["params"] for e in events if e["method"] == "Runtime.exceptionThrown"]
     errors += [e["params"] for e in events if e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert")]
     errors += [e["params"]["entry"] for e in events if e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error"]
-    return {"requests": requests, "errors": errors, "images": images}
+    return {"requests": requests, "errors": errors, "images": images, "probes": values}

@@ -35,10 +35,22 @@ def assert_clean_load(page: dict, n_images: int) -> None:
         assert img["scheme"] == "data" and img["complete"] and img["width"] > 0 and img["height"] > 0, img
 
 
-def load(path: Path, tmp_path: Path, shot: Path) -> dict:
-    page = open_page(CHROMIUM, path.resolve().as_uri(), tmp_path / "profile", shot)
+def load(path: Path, tmp_path: Path, shot: Path, **options) -> dict:
+    page = open_page(CHROMIUM, path.resolve().as_uri(), tmp_path / "profile", shot, **options)
     page["url"] = path.resolve().as_uri()
     return page
+
+
+# JavaScript run in the loaded page
+OVERFLOW = "Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - window.innerWidth"
+SCORECARD_BOTTOM = "document.getElementById('scorecard').getBoundingClientRect().bottom"
+FIGURES = """Array.from(document.querySelectorAll('figure')).map(f => {
+  const img = f.querySelector('img'); let h = f.previousElementSibling;
+  while (h && !/^H[1-4]$/.test(h.tagName)) h = h.previousElementSibling;
+  return {alt: img ? img.alt : null, heading: h ? h.textContent.trim() : (f.closest('section').querySelector('h2') || {}).textContent};
+})"""
+FOLDED_TABLE_SHOWN = "document.querySelector('details.more table').checkVisibility()"
+NAV_DISPLAY = "getComputedStyle(document.querySelector('nav')).display"
 
 
 def test_report_in_chromium(tmp_path):
@@ -50,10 +62,48 @@ def test_report_in_chromium(tmp_path):
     assert width >= 1000 and height > 3000  # the whole page, not just the first screen
 
 
+@pytest.mark.parametrize("width, height, mobile", [(1280, 800, False), (390, 844, True)])
+def test_report_fits_the_screen_with_the_scorecard_first(tmp_path, width, height, mobile):
+    """No horizontal overflow on a laptop or a phone; on the laptop's first screen, the whole scorecard."""
+    report = write_report(fake_result(), tmp_path / "report.html")
+    shot = screenshot_dir(tmp_path) / f"report-top-{width}.png"
+    page = load(report, tmp_path, shot, width=width, height=height, mobile=mobile, full_page=False,
+                probes={"overflow": OVERFLOW, "scorecard_bottom": SCORECARD_BOTTOM})
+    assert_clean_load(page, n_images=9)
+    assert page["probes"]["overflow"] <= 0, f"{page['probes']['overflow']} px of horizontal overflow at {width} px"
+    if not mobile:
+        assert 0 < page["probes"]["scorecard_bottom"] <= height
+
+
+def test_every_figure_has_a_heading_and_an_alt_text(tmp_path):
+    page = load(write_report(fake_result(), tmp_path / "report.html"), tmp_path, tmp_path / "r.png",
+                probes={"figures": FIGURES})
+    figures = page["probes"]["figures"]
+    assert len(figures) == 9
+    for figure in figures:
+        assert figure["alt"] and figure["heading"], figure
+
+
+def test_print_to_pdf_unfolds_and_drops_the_navigation(tmp_path):
+    report = write_report(fake_result(), tmp_path / "report.html")
+    pdf = tmp_path / "report.pdf"
+    page = load(report, tmp_path, tmp_path / "print.png", media="print", pdf=pdf,
+                probes={"folded": FOLDED_TABLE_SHOWN, "nav": NAV_DISPLAY, "overflow": OVERFLOW})
+    assert page["probes"]["nav"] == "none"
+    assert page["probes"]["folded"] is True  # the metrics folded on screen are printed
+    assert page["probes"]["overflow"] <= 0
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.read_bytes().count(b"/Type /Page") > 1
+    screen = load(report, tmp_path, tmp_path / "screen.png", probes={"folded": FOLDED_TABLE_SHOWN})
+    assert screen["probes"]["folded"] is False  # folded on screen: the check above can fail
+
+
 def test_comparison_in_chromium(tmp_path):
     results = [fake_result(generator="dp-merf"), fake_result(generator="dpsgd-gan", auc=0.7, eps_lb=2.5, tstr=0.6, seed=1)]
     page = load(write_comparison(results, tmp_path / "compare.html"), tmp_path, screenshot_dir(tmp_path) / "compare.png")
     assert_clean_load(page, n_images=3)
+    phone = load(tmp_path / "compare.html", tmp_path, tmp_path / "phone.png", width=390, height=844, mobile=True,
+                 probes={"overflow": OVERFLOW})
+    assert phone["probes"]["overflow"] <= 0
 
 
 def test_the_harness_sees_requests_and_errors(tmp_path):
