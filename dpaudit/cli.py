@@ -168,7 +168,7 @@ def audit_options(command):
         click.option("--checks", help="Comma-separated checks to run (default: all)."),
         click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of every random choice of the audit."),
         click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True),
-        click.option("--features", "features", help="Feature extractor: default LeNet, or inception:PATH_TO_WEIGHTS."),
+        click.option("--features", "features", help="Feature extractor: default LeNet; inception (the FID space of papers: needs dpaudit[inception], downloads its weights once) or inception:PATH_TO_WEIGHTS offline."),
     ]
     for option in reversed(options):
         command = option(command)

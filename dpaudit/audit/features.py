@@ -7,8 +7,10 @@ precision / recall / density / coverage) and feature-based attacks are measured.
   `dpaudit.nets.LeNet`. For a built-in dataset's default split (seed 0) the network ships in
   `dpaudit/weights/` and its sha256 is verified at load; for any other reference a LeNet is
   trained on the members with the same recipe and kept in the user cache (dpaudit/cache.py).
-- `"inception:/path/to/weights.pth"`: Inception-v3 pool features (2048 dimensions) through
-  torchmetrics / torch-fidelity, from weights the user supplies (nothing is downloaded).
+- `"inception"`: Inception-v3 pool features (2048 dimensions) through torchmetrics /
+  torch-fidelity (`pip install 'dpaudit[inception]'`), the space published FIDs are in; the
+  standard weights are downloaded into the user cache on first use (needs internet).
+- `"inception:/path/to/weights.pth"`: the same from a weights file the user supplies (offline).
 - an `nn.Module` (Python API): its outputs, flattened, are the features.
 
 Numbers from different extractors are not comparable; `describe()` names the extractor and
@@ -28,6 +30,7 @@ import io
 import json
 import math
 import re
+import tempfile
 import warnings
 import weakref
 from pathlib import Path
@@ -37,7 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dpaudit.cache import entry_path, load_entry, save_entry
+from dpaudit.cache import cache_dir, entry_path, load_entry, save_entry
 from dpaudit.datasets import Reference
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet, to_uint8
@@ -235,10 +238,12 @@ def load_extractor(reference: Reference, spec: str | nn.Module | None = None, de
         return _module_extractor(spec, reference, device)
     if spec is None or spec == "lenet":
         return _lenet_extractor(reference, device)
+    if spec == "inception":
+        return _inception_extractor(inception_weights(), device)
     if isinstance(spec, str) and spec.startswith("inception:"):
         return _inception_extractor(Path(spec[len("inception:") :]).expanduser(), device)
     raise DpauditError(
-        f"unknown feature extractor {spec!r}; use 'lenet', 'inception:/path/to/weights.pth' or pass an nn.Module."
+        f"unknown feature extractor {spec!r}; use 'lenet', 'inception', 'inception:/path/to/weights.pth' or pass an nn.Module."
     )
 
 
@@ -305,20 +310,50 @@ def _cached_lenet(members: ImageSet, device: torch.device) -> tuple[LeNet, str, 
 # ---------------------------------------------------------------- Inception-v3
 
 
+# The FID Inception-v3 weights (TensorFlow's 2015-12-05 graph, as torch-fidelity and pytorch-fid
+# use them); torch.hub's convention: the file name carries the first hex digits of its sha256.
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_SHA256_PREFIX = "6726825d"
+
+
+def inception_weights() -> Path:
+    """The standard FID Inception-v3 weights in the user cache, downloaded there on first use
+    (needs internet; its sha256 is checked); DpauditError saying how to work offline otherwise."""
+    path = cache_dir() / "weights" / Path(INCEPTION_URL).name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(INCEPTION_URL, str(path), hash_prefix=INCEPTION_SHA256_PREFIX, progress=True)
+        except Exception as e:  # URLError offline, RuntimeError on a hash mismatch, ...
+            path.unlink(missing_ok=True)
+            raise DpauditError(f"downloading the Inception-v3 weights from {INCEPTION_URL} failed ({e}); download "
+                               "that file where there is internet and use --features inception:PATH.") from None
+    return path
+
+
 def _inception_extractor(path: Path, device: torch.device) -> FeatureExtractor:
+    """torch-fidelity's FID Inception-v3 (the 2048-dim pool features papers' FIDs use) from a
+    weights file, read as tensors only: torch-fidelity itself unpickles the file it is given, so
+    it gets a copy re-saved here from the checked state dict."""
     if not path.is_file():
         raise DpauditError(f"{path}: Inception-v3 weights file not found (spec 'inception:PATH').")
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
-
-        net = NoTrainInceptionV3("inception-v3-compat", ["2048"], str(path))
     except ModuleNotFoundError:
-        raise DpauditError("Inception-v3 features need torch-fidelity: pip install torch-fidelity.") from None
-    except Exception as e:  # a wrong or corrupt file surfaces as RuntimeError, UnpicklingError, KeyError, ...
-        raise DpauditError(f"{path}: cannot load Inception-v3 weights ({e}).") from None
-    sha = file_sha256(path.read_bytes())
+        raise DpauditError("Inception-v3 features need torch-fidelity: pip install 'dpaudit[inception]'.") from None
+    data = path.read_bytes()
+    state = _state_dict_from_bytes(data, path)
+    with tempfile.TemporaryDirectory() as folder:
+        checked = Path(folder) / "inception.pth"
+        torch.save(state, checked)
+        try:
+            net = NoTrainInceptionV3("inception-v3-compat", ["2048"], str(checked))
+        except ModuleNotFoundError:
+            raise DpauditError("Inception-v3 features need torch-fidelity: pip install 'dpaudit[inception]'.") from None
+        except Exception as e:  # weights of another architecture: RuntimeError (missing or unexpected keys), ...
+            raise DpauditError(f"{path}: not Inception-v3 weights in torch-fidelity's layout ({str(e).splitlines()[0]}).") from None
     return FeatureExtractor(
-        net, name="inception-v3", dim=2048, sha256=sha, device=device, batch_size=64,
+        net, name="inception-v3", dim=2048, sha256=file_sha256(data), device=device, batch_size=64,
         channels=(1, 3), preprocess=_inception_input, info={"source": "file", "path": str(path)},
     )
 

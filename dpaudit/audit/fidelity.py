@@ -227,9 +227,12 @@ def _compare_at_size(real: torch.Tensor, fake: torch.Tensor, size: int, config: 
                      kid_scale: float) -> tuple[dict[str, float], float | None, int]:
     """`compare` measured at `size` synthetic images, as the baseline is: the mean of every metric
     over ceil(len(fake) / size) chunks of `size` that together hold every image of `fake`, spread
-    evenly (the last ones overlap a little; one chunk, all of `fake`, when it is not larger; `fake`
-    is a seeded random sample, so its order is random). Returns (values, KID std, chunks)."""
+    evenly (the last ones overlap a little; one chunk, all of `fake`, when it is not larger), after
+    a seeded shuffle: sets are often written class by class, and a chunk must not be a few classes.
+    Returns (values, KID std, chunks)."""
     chunks = math.ceil(len(fake) / size) if 2 <= size < len(fake) else 1
+    if chunks > 1:
+        fake = fake[torch.randperm(len(fake), generator=torch.Generator().manual_seed(seed))]
     starts = [round(i * (len(fake) - size) / (chunks - 1)) for i in range(chunks)] if chunks > 1 else [0]
     step = size if chunks > 1 else len(fake)
     measured = [compare(real, fake[start : start + step], config, seed, kid_scale) for start in starts]

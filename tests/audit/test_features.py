@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from dpaudit.audit import features
+from dpaudit.audit import features, fidelity
+from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import load_extractor
 from dpaudit.datasets import Reference, load_split
 from dpaudit.errors import DpauditError
@@ -105,6 +106,79 @@ def test_corrupt_cache_entry_is_retrained(fast_recipe, digits):
 def test_inception_without_weights_file_is_a_clear_error(digits, tmp_path):
     with pytest.raises(DpauditError, match="Inception-v3 weights file not found"):
         load_extractor(digits, f"inception:{tmp_path / 'missing.pth'}")
+
+
+@pytest.fixture(scope="module")
+def random_inception(tmp_path_factory):
+    """A weights file of torch-fidelity's FID Inception-v3 architecture with random weights, made
+    here (the module built without its download, its state saved): never the real download."""
+    inception = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")  # the `inception` extra
+    cls = inception.FeatureExtractorInceptionV3
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inception, "load_state_dict_from_url", lambda *a, **k: {})
+        patch.setattr(cls, "load_state_dict", lambda self, state, *a, **k: None)
+        torch.manual_seed(0)
+        net = cls("inception-v3-compat", ["2048"])
+    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_inception_from_a_weights_file(digits, random_inception):
+    extractor = load_extractor(digits, f"inception:{random_inception}")
+    info = extractor.describe()
+    assert info["name"] == "inception-v3" and info["dim"] == 2048
+    assert info["sha256"] == features.file_sha256(random_inception.read_bytes())
+    members, holdout = digits.members.subset(range(6)), digits.holdout.subset(range(6))
+    # the fidelity check on six images a side (Inception at 299 x 299 is slow on a CPU), naming the space next to its FID
+    ctx = AuditContext(digits.test.subset(range(6)), Reference(members, holdout, digits.test, "tiny"), profile="quick", seed=0)
+    ctx.extractor = extractor
+    fid = fidelity.run(ctx)
+    assert fid.details["extractor"] == "inception-v3" and fid.metrics["fid"].meaning.endswith("inception-v3 features")
+    got = ctx.features("members")
+    assert got.shape == (6, 2048) and torch.isfinite(got).all() and got.std() > 0
+    # loaded again from the file: the same weights, the same features
+    assert torch.equal(load_extractor(digits, f"inception:{random_inception}")(members.subset(range(2))), got[:2])
+
+
+def test_inception_refuses_other_weights_and_pickled_code(digits, tmp_path):
+    lenet = tmp_path / "lenet.pth"
+    torch.save(LeNet(1, 10).state_dict(), lenet)
+    with pytest.raises(DpauditError, match=r"lenet\.pth: not Inception-v3 weights"):
+        load_extractor(digits, f"inception:{lenet}")
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": Exploit()}, evil)
+    with pytest.raises(DpauditError, match=r"evil\.pth: not a readable weights file"):
+        load_extractor(digits, f"inception:{evil}")
+
+
+class Exploit:
+    """A pickle that would run code when unpickled."""
+
+    def __reduce__(self):
+        return (pytest.fail, ("the weights file was unpickled",))
+
+
+def test_inception_download_into_the_cache_and_offline(digits, random_inception, tmp_path, monkeypatch):
+    monkeypatch.setenv("DPAUDIT_CACHE", str(tmp_path / "cache"))
+
+    def offline(url, dst, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(DpauditError, match="use --features inception:PATH"):
+        load_extractor(digits, "inception")
+    downloads = []
+
+    def fetch(url, dst, hash_prefix=None, progress=True):
+        downloads.append((url, hash_prefix))
+        shutil.copyfile(random_inception, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fetch)
+    first = load_extractor(digits, "inception").describe()
+    assert load_extractor(digits, "inception").describe() == first and len(downloads) == 1  # cached
+    assert downloads == [(features.INCEPTION_URL, features.INCEPTION_SHA256_PREFIX)]
+    assert first["path"].startswith(str(tmp_path / "cache"))
 
 
 def test_unknown_spec_is_a_clear_error(digits):

@@ -225,15 +225,20 @@ def test_kid_does_not_depend_on_the_features_units():
 
 def test_the_baseline_is_measured_at_the_synthetic_sets_size(digits):
     """1,077 synthetic images against a 360-image holdout: the synthetic value is the mean over
-    three chunks of 360 (starting at 0, 358, 717) that hold every image, so that value and
-    baseline share a sample size. Each chunk's FID is computed independently here."""
+    three chunks of 360 (starting at 0, 358, 717 of a seeded shuffle) that hold every image, so
+    that value and baseline share a sample size. Each chunk's FID is computed independently here."""
     ctx = context(digits, digits.members)
     result = fidelity.run(ctx)
     assert result.details["chunks"] == 3 and result.details["matched_size"] == 360
     features = ctx.features("synthetic")[seeded_sample(len(digits.members), QUICK.fidelity.max_samples, [0, 1])]
+    features = features[torch.randperm(len(features), generator=torch.Generator().manual_seed(0))]
     members = ctx.features("members")[seeded_sample(len(digits.members), QUICK.fidelity.max_samples, [0, 2])]
     want = np.mean([fidelity.fid(members, features[start : start + 360]) for start in (0, 358, 717)])
     assert result.metrics["fid"].value == pytest.approx(want, rel=1e-9)
+    # a set written class by class (as generators write theirs) is chunked across classes, not by class
+    by_class = digits.members.subset(torch.argsort(digits.members.y, stable=True).tolist())
+    sorted_fid = fidelity.run(context(digits, by_class)).metrics["fid"].value
+    assert sorted_fid < 2 * result.metrics["fid"].value
     # members are not their own baseline: at the holdout's size their FID is far below the full set's
     assert result.metrics["fid"].value > 10 * fidelity.fid(members, features)
     coverage = result.metrics["coverage"]

@@ -61,6 +61,8 @@ def fake_result(*, generator: str = "dp-merf", name: str = "synthetic", epsilon:
         "ssim_hist": {"edges": edges.tolist(),
                       "synthetic": np.round(1000 * np.exp(-((centres - 0.40) ** 2) / 0.02)).tolist(),
                       "holdout": np.round(360 * np.exp(-((centres - 0.43) ** 2) / 0.02)).tolist()},
+        "l2_hist": {"edges": np.linspace(0, 3, 16).tolist(), "synthetic": [0, 2, 8, 30, 80, 150, 200, 190, 140, 100, 60, 25, 10, 4, 1],
+                    "holdout": [0, 0, 3, 10, 30, 50, 70, 70, 55, 35, 20, 10, 5, 2, 0]},
         "threshold": 0.9,
     }
     similarity.add_figure("worst_pairs", grid(1, tiles=2), "Synthetic | nearest member, worst first.")

@@ -57,7 +57,7 @@ def test_report_in_chromium(tmp_path):
     report = write_report(fake_result(), tmp_path / "report.html")
     shot = screenshot_dir(tmp_path) / "report.png"
     page = load(report, tmp_path, shot)
-    assert_clean_load(page, n_images=9)
+    assert_clean_load(page, n_images=10)
     width, height = Image.open(shot).size
     assert width >= 1000 and height > 3000  # the whole page, not just the first screen
 
@@ -69,7 +69,7 @@ def test_report_fits_the_screen_with_the_scorecard_first(tmp_path, width, height
     shot = screenshot_dir(tmp_path) / f"report-top-{width}.png"
     page = load(report, tmp_path, shot, width=width, height=height, mobile=mobile, full_page=False,
                 probes={"overflow": OVERFLOW, "scorecard_bottom": SCORECARD_BOTTOM})
-    assert_clean_load(page, n_images=9)
+    assert_clean_load(page, n_images=10)
     assert page["probes"]["overflow"] <= 0, f"{page['probes']['overflow']} px of horizontal overflow at {width} px"
     if not mobile:
         assert 0 < page["probes"]["scorecard_bottom"] <= height
@@ -79,7 +79,7 @@ def test_every_figure_has_a_heading_and_an_alt_text(tmp_path):
     page = load(write_report(fake_result(), tmp_path / "report.html"), tmp_path, tmp_path / "r.png",
                 probes={"figures": FIGURES})
     figures = page["probes"]["figures"]
-    assert len(figures) == 9
+    assert len(figures) == 10
     for figure in figures:
         assert figure["alt"] and figure["heading"], figure
 

@@ -108,7 +108,7 @@ def test_report_images(report_html):
     # summary samples; fidelity per-class + samples figure; utility per-class; similarity histogram +
     # worst pairs; membership ROC + epsilon; gradient matching grid
     assert alts == ["Samples", "Per class", "Samples", "Per class", "SSIM to the nearest training image",
-                    "The most exposed members: the synthetic images closest to a member", "ROC curves",
+                    "Distance to the nearest training image", "The most exposed members: the synthetic images closest to a member", "ROC curves",
                     "Empirical epsilon against the claim", "Reconstructions beside their nearest images"]
     # every figure under its own heading, which says what the alt text says
     for alt in alts:
@@ -260,6 +260,29 @@ def test_comparison_parts(tmp_path):
     assert "empirical epsilon (lower bound)" in html
     for source in ("a.json", "b.json", "c.json"):
         assert source in html
+
+
+def test_utility_frontier_where_epsilons_differ():
+    assert 'alt="Utility against epsilon"' not in render_comparison(three())  # one claimed epsilon: no frontier
+    results = [fake_result(generator=g, epsilon=eps, tstr=tstr, seed=i) for i, (g, eps, tstr) in
+               enumerate([("dp-merf", 1.0, 0.7), ("dp-merf", 10.0, 0.8), ("pearl", 1.0, 0.6), ("pearl", 10.0, 0.75)])]
+    html = render_comparison(results)
+    assert re.search(r"<h3>Utility against epsilon</h3>\s*<figure>\s*<img [^>]*alt=\"Utility against epsilon\"", html)
+
+
+def test_scatter_has_error_bars_where_the_metrics_have_intervals(monkeypatch):
+    from dpaudit.reports import plots
+
+    drawn = []
+    real = plots.privacy_utility_scatter
+    monkeypatch.setattr(plots, "privacy_utility_scatter", lambda points, **kw: drawn.append(points) or real(points, **kw))
+    results = three()
+    for r in results:
+        del r.checks["membership"].metrics["epsilon_lower_bound"]
+    render_comparison(results)
+    label, x, y, x_ci, y_ci = drawn[0][0]
+    assert (label, x, y) == ("dp-merf", 0.56, 0.81)
+    assert x_ci == pytest.approx((0.52, 0.60)) and y_ci == pytest.approx((0.78, 0.84))
 
 
 def test_scatter_falls_back_to_auc_then_to_a_note():
