@@ -1,8 +1,9 @@
 """Self-contained HTML reports from AuditResults: one audit (`write_report`) or several
 generators side by side (`write_comparison`).
 
-The page is built from the AuditResult alone and knows nothing about how it was computed: a
-section per check with its metrics and figures, plus the special plots whose inputs a check
+The page is built from the AuditResult alone and knows nothing about how it was computed: the
+scorecard first (dpaudit/audit/scorecard.py), a summary of the headline metrics, then a section
+per check with its headline metrics, the others folded, and its figures, plus the special plots whose inputs a check
 left in its `details` (per-class values, the SSIM histogram, ROC curves, the epsilon claim).
 One file, no network: CSS inline, images as base64 PNG, no JavaScript, and a
 Content-Security-Policy that forbids fetching anything. Jinja2 autoescapes every string.

@@ -169,7 +169,7 @@ def test_the_result_is_what_the_gate_and_report_read(digits, tmp_path):
     policy.write_text('[[rule]]\nmetric = "training_audit.epsilon_lower_bound"\nmax_from = "manifest.epsilon"\n')
     assert apply_policy(loaded, load_policy(policy)).exit_code == 1
     html = report_path.read_text()
-    assert "PRIVACY CLAIM REFUTED" in html and "Canary scores" in html and "exposed_canaries" in html
+    assert "PRIVACY CLAIM REFUTED" in html and "Canary scores" in html and "<h3>Exposed canaries</h3>" in html
     assert json.loads(result_path.read_text())["manifest"]["epsilon"] == 1.0
 
 
