@@ -263,7 +263,7 @@ def _sections(result: AuditResult, rules_by_metric: dict[str, list]) -> list[dic
                 notes.append(f"figure {fig_name!r} is not a valid PNG and is left out")
             else:
                 figures.append(embedded | {"title": FIGURE_TITLES.get(fig_name, fig_name.replace("_", " ").capitalize())})
-        space = str(check.details.get("extractor") or result.feature_extractor.get("name") or "") if name == "fidelity" else ""
+        space = str(check.details.get("extractor") or "")  # a check measured in a feature space names it (fidelity)
         rows = [_metric_row(name, k, m, space) | {"gate": rules_by_metric.get(f"{name}.{k}", []),
                                                   "headline": k in check.headlines or not check.headlines}
                 for k, m in check.metrics.items()]
