@@ -168,6 +168,10 @@ def audit_options(command):
         click.option("--checks", help="Comma-separated checks to run (default: all)."),
         click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of every random choice of the audit."),
         click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True),
+        click.option("--nn-index", "nn_index", type=click.Choice(["auto", "exact", "ivf", "hnsw"]), default="auto",
+                     show_default=True,
+                     help="Nearest-neighbour index: exact, or approximate faiss IVF/HNSW (needs dpaudit[peers]; recall measured "
+                          "and written to result.json); auto is exact below 10^10 query-reference pairs."),
         click.option("--features", "features", help="Feature extractor: default LeNet; inception (the FID space of papers: needs dpaudit[inception], downloads its weights once) or inception:PATH_TO_WEIGHTS offline."),
     ]
     for option in reversed(options):
@@ -186,7 +190,7 @@ def read_audit_inputs(synthetic_path, reference_args):
     return synthetic, manifest, reference
 
 
-def run_audit(inputs, profile, checks, seed, device, features):
+def run_audit(inputs, profile, checks, seed, device, features, nn_index="auto"):
     """Evaluate the inputs of `read_audit_inputs`."""
     from dpaudit.audit.pipeline import evaluate
 
@@ -194,7 +198,7 @@ def run_audit(inputs, profile, checks, seed, device, features):
     check_list = [c.strip() for c in checks.split(",") if c.strip()] if checks else None
     return evaluate(
         synthetic, reference, profile=profile, checks=check_list, seed=seed, device=device,
-        manifest=manifest, extractor=features,
+        manifest=manifest, extractor=features, nn_index=nn_index,
     )
 
 
@@ -206,7 +210,7 @@ def run_audit(inputs, profile, checks, seed, device, features):
               help="Folder for result.json and report.html.")
 @click.option("--no-report", is_flag=True, help="Write result.json only.")
 def evaluate(synthetic, dataset, members, holdout, test, split_seed, data_root, download,
-             profile, checks, seed, device, features, out, no_report):
+             profile, checks, seed, device, nn_index, features, out, no_report):
     """Score a synthetic set for fidelity, utility and leakage against the real data."""
     from dpaudit.files import check_writable_folder
     from dpaudit.reports.folder import write_audit
@@ -214,7 +218,7 @@ def evaluate(synthetic, dataset, members, holdout, test, split_seed, data_root, 
     reference_args = dict(dataset=dataset, members=members, holdout=holdout, test=test,
                           split_seed=split_seed, data_root=data_root, download=download)
     check_writable_folder(out)  # before the audit, not after it
-    result = run_audit(read_audit_inputs(synthetic, reference_args), profile, checks, seed, device, features)
+    result = run_audit(read_audit_inputs(synthetic, reference_args), profile, checks, seed, device, features, nn_index)
     for path in write_audit(result, out, report=not no_report):
         click.echo(f"wrote {path}")
     for warning in result.warnings:
@@ -279,7 +283,7 @@ def gate(ctx, result_json, policy, junit):
 @audit_options
 @click.option("--out", type=click.Path(dir_okay=False), default="compare.html", show_default=True, help="HTML file to write.")
 def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed, data_root, download,
-            profile, checks, seed, device, features, out):
+            profile, checks, seed, device, nn_index, features, out):
     """Compare generators in one HTML page: results (RESULT.json ...) and/or synthetic sets (--synthetic DIR ...).
 
     The results must share the reference data, split and feature extractor.
@@ -301,7 +305,7 @@ def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed
     # Every set is read and checked before the first audit starts.
     inputs = [read_audit_inputs(path, reference_args) for path in synthetic_sets]
     for path, audit_inputs in zip(synthetic_sets, inputs):
-        loaded.append(run_audit(audit_inputs, profile, checks, seed, device, features))
+        loaded.append(run_audit(audit_inputs, profile, checks, seed, device, features, nn_index))
         sources.append(str(path))
     if len(loaded) < 2:
         raise DpauditError("compare needs at least two results (RESULT.json files and/or --synthetic DIR).")

@@ -1,4 +1,4 @@
-"""Nearest-neighbour search: the k nearest reference rows of every query row, exact.
+"""Nearest-neighbour search: the k nearest reference rows of every query row, exact by default.
 
 One search for everyone (similarity, matching, fidelity's k-NN radii, the distance attacks):
 candidates come from the expanded formula ||b||^2 - 2ab, through faiss' exact `IndexFlatL2`
@@ -6,6 +6,8 @@ where faiss-cpu is installed (`pip install 'dpaudit[peers]'`: the search 1.1-1.5
 MNIST's pixels, 1.6-2x in 84-dimensional features, benchmarks/RESULTS.md "Peers raced"), else through a blocked
 torch matrix product; either way they are re-measured directly so that near-ties are ordered
 exactly, and both give the same neighbours. $DPAUDIT_NN_BACKEND = torch | faiss forces one.
+Searches too large for exact search take candidates from an approximate faiss index instead
+(dpaudit/approximate_search.py: chosen by size or `--nn-index`, its recall measured each time).
 Rows are flattened, so images and features both work.
 """
 
@@ -17,6 +19,8 @@ import os
 
 import torch
 from tqdm.auto import tqdm
+
+from dpaudit.approximate_search import approximate_candidates, chosen_index
 
 # Extra L2 candidates whose distances are recomputed exactly: the expanded formula loses
 # precision to cancellation, so near-ties may come out of the matrix product misordered.
@@ -87,9 +91,10 @@ def nearest_neighbors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k nearest `refs` of every query by squared L2: (sq_dists [N, k], idx [N, k]), closest first.
 
-    Exact: the best k + CANDIDATE_MARGIN candidates by the expanded formula (`backend()`: faiss'
-    flat index or a blocked matrix product of `ref_block_size` references) are re-measured
-    directly (float64 sums); ties go to the lower index.
+    The best k + CANDIDATE_MARGIN candidates by the expanded formula (`backend()`: faiss' flat
+    index or a blocked matrix product of `ref_block_size` references; or, for very large
+    searches, an approximate index: dpaudit/approximate_search.py) are re-measured directly
+    (float64 sums); ties go to the lower index. Exact unless an approximate index was chosen.
     Rows are flattened, so images (N x C x H x W) and features (N x D) both work.
     """
     if len(refs) == 0:
@@ -104,21 +109,34 @@ def nearest_neighbors(
     center = r0.mean(0)
     q = q0 - center
     r = (r0 - center).contiguous()
-    on_faiss = backend() == "faiss" and r.device.type == "cpu"  # faiss-cpu reads host memory
-    candidates = _faiss_candidates(r, n_cand) if on_faiss else _torch_candidates(r, n_cand, ref_block_size)
+    on_cpu = r.device.type == "cpu"  # faiss-cpu reads host memory
+    on_faiss = backend() == "faiss" and on_cpu
+    exact = _faiss_candidates(r, n_cand) if on_faiss else _torch_candidates(r, n_cand, ref_block_size)
+
+    def finish(rows: torch.Tensor, candidates) -> torch.Tensor:
+        return _remeasure(q0[rows], r0, candidates(q[rows]), k)[1]
+
+    kind = chosen_index(len(q), len(r)) if on_cpu else "exact"
+    if kind == "exact":
+        candidates = exact
+    else:
+        candidates = approximate_candidates(kind, refs, q, r, k, n_cand, finish, lambda rows: finish(rows, exact))
     out_d = torch.empty(len(q), k, dtype=torch.float32)
     out_i = torch.empty(len(q), k, dtype=torch.long)
     starts = range(0, len(q), block_size)
     for qs in tqdm(starts, desc=progress, disable=progress is None, leave=False, delay=2):
-        best_i = candidates(q[qs : qs + block_size])
-        # Re-measure the candidates directly on the unshifted data: no cancellation, float64 sums.
-        best_i, _ = best_i.sort(1)
-        q0b = q0[qs : qs + block_size]
-        exact = torch.stack([(q0b - r0[best_i[:, j]]).double().pow(2).sum(1) for j in range(best_i.shape[1])], 1)
-        order = exact.argsort(dim=1, stable=True)[:, :k]
-        out_d[qs : qs + block_size] = exact.gather(1, order).float()
-        out_i[qs : qs + block_size] = best_i.gather(1, order)
+        block = slice(qs, qs + block_size)
+        out_d[block], out_i[block] = _remeasure(q0[block], r0, candidates(q[block]), k)
     return out_d, out_i
+
+
+def _remeasure(queries: torch.Tensor, refs: torch.Tensor, candidate_ids: torch.Tensor, k: int):
+    """The k nearest of each query's candidates, measured directly on the unshifted data (no
+    cancellation, float64 sums), ties to the lower index: (sq_dists, ids)."""
+    ids, _ = candidate_ids.sort(1)
+    exact = torch.stack([(queries - refs[ids[:, j]]).double().pow(2).sum(1) for j in range(ids.shape[1])], 1)
+    order = exact.argsort(dim=1, stable=True)[:, :k]
+    return exact.gather(1, order).float(), ids.gather(1, order)
 
 
 def nearest_distance(queries: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dpaudit import __version__
+from dpaudit.approximate_search import search_settings
 from dpaudit.audit import fidelity, membership_check, privacy_claim, reconstruction, similarity, utility
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import FeatureExtractor, load_extractor
@@ -73,6 +74,15 @@ def _manifest_warnings(manifest: Manifest | None, reference: Reference) -> list[
     return warnings
 
 
+def _recall_warnings(searches) -> list[str]:
+    """A warning for each approximate search that missed the recall target (HNSW at its widest)."""
+    return [
+        f"The {s.check} check's nearest-neighbour search used an approximate {s.index.upper()} index whose "
+        f"recall@{s.k} was {s.recall:.3f} (target {s.target}): some nearest images may be missed; use --nn-index exact."
+        for s in searches if s.recall < s.target
+    ]
+
+
 class LazyExtractor:
     """The feature extractor, loaded on first use: an audit whose checks need no features never
     pays for it (for a custom reference, loading means training a LeNet on the members)."""
@@ -108,13 +118,15 @@ def evaluate(
     device: str = "cpu",
     manifest: Manifest | None = None,
     extractor=None,
+    nn_index: str = "auto",
     progress: bool = True,
 ) -> AuditResult:
     """Audit `synthetic` against `reference` and return the AuditResult.
 
     `profile` is a Profile (dpaudit/audit/profiles.py) or the name of a built-in one; `checks`
     defaults to every registered check; `extractor` is None (the shipped LeNet for a built-in
-    dataset, one trained on the members otherwise), "inception:PATH", or an nn.Module.
+    dataset, one trained on the members otherwise), "inception:PATH", or an nn.Module; `nn_index`
+    the nearest-neighbour index (dpaudit/approximate_search.py: auto, exact, ivf, hnsw).
     """
     profile = get_profile(profile)
     checks = list(CHECKS) if checks is None else list(checks)
@@ -131,12 +143,16 @@ def evaluate(
 
     results = {}
     bar = tqdm(checks, desc="dpaudit", disable=not progress)
-    for name in bar:
-        bar.set_postfix_str(name)
-        start = time.perf_counter()
-        check = CHECKS[name](ctx)
-        check.seconds = round(time.perf_counter() - start, 3)
-        results[name] = check
+    with search_settings(nn_index) as searches:
+        for name in bar:
+            bar.set_postfix_str(name)
+            start, searched = time.perf_counter(), len(searches)
+            check = CHECKS[name](ctx)
+            check.seconds = round(time.perf_counter() - start, 3)
+            results[name] = check
+            for record in searches[searched:]:
+                record.check = name
+    ctx.warnings.extend(_recall_warnings(searches))
 
     synthetic_summary = synthetic.to_dict()
     synthetic_summary["samples_png"] = encode_png(sample_grid(synthetic, seed=seed))
@@ -151,6 +167,7 @@ def evaluate(
         manifest=None if manifest is None else manifest.to_dict(),
         manifest_missing=[] if manifest is None else manifest.missing,
         warnings=ctx.warnings,
+        nearest_neighbors={"index": nn_index, "approximate": [record.to_dict() for record in searches]},
         versions=library_versions(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         dpaudit_version=__version__,

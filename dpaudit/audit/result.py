@@ -29,7 +29,7 @@ A metric is addressed by the path `<check>.<metric>` (its value) or `<check>.<me
 `load_result` checks the type of every field above (`RESULT_SCHEMA`) and refuses a file over
 MAX_RESULT_BYTES or nested deeper than MAX_DEPTH before parsing it, with one sentence naming the
 file and the field. Unknown fields are ignored (a newer dpaudit may add some); the fields added
-after the first version (settings, title, question, headlines) may be missing. `save` writes
+after the first version (settings, title, question, headlines, nearest_neighbors) may be missing. `save` writes
 through a temporary file and a rename, so a failed write never destroys the previous file.
 """
 
@@ -163,6 +163,14 @@ RESULT_SCHEMA = Record(
         "manifest": Nullable(MANIFEST_SCHEMA),
         "manifest_missing": ListOf(STRING),
         "warnings": ListOf(STRING),
+        "nearest_neighbors": Record(
+            {"index": STRING,
+             "approximate": ListOf(Record({"index": STRING, "k": COUNT, "recall": NUMBER, "recall_queries": COUNT,
+                                           "target": NUMBER, "check": Nullable(STRING)},
+                                          required=("index", "k", "recall", "recall_queries"), keep_unknown=True))},
+            required=("index",),
+            keep_unknown=True,
+        ),
         "versions": DictOf(STRING),
         "settings": OBJECT,
         "created": STRING,
@@ -204,6 +212,9 @@ class AuditResult:
     manifest: dict | None = None
     manifest_missing: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The nearest-neighbour index asked for, and every search that used an approximate one
+    # (dpaudit/approximate_search.py SearchRecord: its settings and measured recall).
+    nearest_neighbors: dict = field(default_factory=lambda: {"index": "exact", "approximate": []})
     versions: dict[str, str] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)  # the profile as used (dpaudit/audit/profiles.py)
     created: str = ""

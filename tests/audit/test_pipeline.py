@@ -6,6 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from dpaudit import approximate_search, neighbors
 from dpaudit.audit import pipeline
 from dpaudit.audit.pipeline import CHECKS, evaluate, validate
 from dpaudit.audit.result import load_result
@@ -143,3 +144,37 @@ def test_a_second_audit_against_the_same_reference_extracts_only_the_synthetic_f
     again = evaluate(digits.test, digits, checks=checks, progress=False)
     assert again.get("fidelity.fid") == first.get("fidelity.fid") and again.get("membership.auc") == first.get("membership.auc")
     assert second.get("fidelity.fid") != first.get("fidelity.fid")
+
+
+def test_every_search_of_a_default_audit_is_exact(digits):
+    result = evaluate(_copy_of_members(digits), digits, checks=["similarity"], progress=False)
+    assert result.nearest_neighbors == {"index": "auto", "approximate": []}
+
+
+@pytest.mark.skipif(neighbors._faiss() is None, reason="faiss-cpu not installed (the `peers` extra)")
+def test_cli_evaluate_with_an_approximate_index_records_its_recall(tmp_path, digits):
+    save_images(_copy_of_members(digits), tmp_path / "synthetic")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, ["evaluate", "--synthetic", str(tmp_path / "synthetic"), "--dataset", "digits",
+              "--checks", "similarity", "--nn-index", "ivf", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    loaded = load_result(out / "result.json")
+    assert loaded.nearest_neighbors["index"] == "ivf"
+    searches = loaded.nearest_neighbors["approximate"]
+    assert searches and {s["check"] for s in searches} == {"similarity"} and {s["index"] for s in searches} == {"ivf"}
+    assert min(s["recall"] for s in searches) >= 0.99 and not any("approximate" in w for w in loaded.warnings)
+    assert loaded.checks["similarity"].metrics["near_copy_share"].value == pytest.approx(1.0)
+    html = (out / "report.html").read_text()
+    assert "Nearest-neighbour search" in html and f"{len(searches)} searches took candidates from an approximate index" in html
+
+
+@pytest.mark.skipif(neighbors._faiss() is None, reason="faiss-cpu not installed (the `peers` extra)")
+def test_a_recall_below_the_target_is_a_warning(digits, monkeypatch):
+    monkeypatch.setattr(approximate_search, "RECALL_TARGET", 1.01)
+    monkeypatch.setattr(approximate_search, "HNSW_MAX_EF", 64)
+    result = evaluate(_copy_of_members(digits), digits, checks=["similarity"], nn_index="hnsw", progress=False)
+    warned = [w for w in result.warnings if "approximate HNSW index" in w]
+    assert len(warned) == len(result.nearest_neighbors["approximate"]) > 0
+    assert "similarity check" in warned[0] and "--nn-index exact" in warned[0]
