@@ -68,7 +68,7 @@ def rows(space: str, queries: torch.Tensor, refs: torch.Tensor, k: int, kinds: l
         record = records[0] if records else None
         settings = ", ".join(f"{key}={value}" for key, value in record.params.items()) if record else ""
         recorded = f"{record.recall:.4f}" if record else ""
-        index_seconds = f"{record.index_seconds:.1f}" if record else ""
+        index_seconds = f"{record.build_seconds:.1f} + {record.tune_seconds:.1f}" if record else ""
         out.append(
             f"| {space} | {len(queries):,} x {len(refs):,} x {refs[0].numel()} | {k} | {kind} | {settings} | "
             f"{seconds:.1f} | {index_seconds} | {exact_seconds / seconds:.2f} | {recorded} | {recall_at_k(ids, exact_ids):.4f} |"

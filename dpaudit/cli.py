@@ -170,7 +170,7 @@ def audit_options(command):
         click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True),
         click.option("--nn-index", "nn_index", type=click.Choice(["auto", "exact", "ivf", "hnsw"]), default="auto",
                      show_default=True,
-                     help="Nearest-neighbour index: exact, or approximate faiss IVF/HNSW (needs dpaudit[peers]; recall measured "
+                     help="Nearest-neighbour index: exact, or approximate faiss IVF/HNSW (needs dpaudit[scale]; recall measured "
                           "and written to result.json); auto is exact below 10^10 query-reference pairs."),
         click.option("--features", "features", help="Feature extractor: default LeNet; inception (the FID space of papers: needs dpaudit[inception], downloads its weights once) or inception:PATH_TO_WEIGHTS offline."),
     ]

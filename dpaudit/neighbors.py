@@ -2,7 +2,7 @@
 
 One search for everyone (similarity, matching, fidelity's k-NN radii, the distance attacks):
 candidates come from the expanded formula ||b||^2 - 2ab, through faiss' exact `IndexFlatL2`
-where faiss-cpu is installed (`pip install 'dpaudit[peers]'`: the search 1.1-1.5x faster in
+where faiss-cpu is installed (`pip install 'dpaudit[scale]'`: the search 1.1-1.5x faster in
 MNIST's pixels, 1.6-2x in 84-dimensional features, benchmarks/RESULTS.md "Peers raced"), else through a blocked
 torch matrix product; either way they are re-measured directly so that near-ties are ordered
 exactly, and both give the same neighbours. $DPAUDIT_NN_BACKEND = torch | faiss forces one.
@@ -43,7 +43,7 @@ def backend() -> str:
     if chosen and chosen not in BACKENDS:
         raise ValueError(f"DPAUDIT_NN_BACKEND must be one of {', '.join(BACKENDS)}, not {chosen!r}")
     if chosen == "faiss" and _faiss() is None:
-        raise ValueError("DPAUDIT_NN_BACKEND=faiss, but faiss is not installed (pip install 'dpaudit[peers]')")
+        raise ValueError("DPAUDIT_NN_BACKEND=faiss, but faiss is not installed (pip install 'dpaudit[scale]')")
     return chosen or ("faiss" if _faiss() is not None else "torch")
 
 
@@ -110,17 +110,19 @@ def nearest_neighbors(
     q = q0 - center
     r = (r0 - center).contiguous()
     on_cpu = r.device.type == "cpu"  # faiss-cpu reads host memory
-    on_faiss = backend() == "faiss" and on_cpu
-    exact = _faiss_candidates(r, n_cand) if on_faiss else _torch_candidates(r, n_cand, ref_block_size)
+
+    def exact_candidates():
+        on_faiss = backend() == "faiss" and on_cpu
+        return _faiss_candidates(r, n_cand) if on_faiss else _torch_candidates(r, n_cand, ref_block_size)
 
     def finish(rows: torch.Tensor, candidates) -> torch.Tensor:
         return _remeasure(q0[rows], r0, candidates(q[rows]), k)[1]
 
     kind = chosen_index(len(q), len(r)) if on_cpu else "exact"
     if kind == "exact":
-        candidates = exact
+        candidates = exact_candidates()
     else:
-        candidates = approximate_candidates(kind, refs, q, r, k, n_cand, finish, lambda rows: finish(rows, exact))
+        candidates = approximate_candidates(kind, refs, q, r, k, n_cand, finish, exact_candidates)
     out_d = torch.empty(len(q), k, dtype=torch.float32)
     out_i = torch.empty(len(q), k, dtype=torch.long)
     starts = range(0, len(q), block_size)

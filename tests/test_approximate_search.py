@@ -51,7 +51,7 @@ def test_ivf_widens_its_probe_until_the_target(digits, monkeypatch):
     with search_settings("ivf") as records:
         _, i = nearest_neighbors(queries, refs, k=3)
     (record,) = records
-    assert record.params["nprobe"] > 1 and record.params["nlist"] == len(refs) // 39
+    assert record.params["nprobe"] > 1 and record.params["nlist"] == len(refs) // approximate_search.IVF_TRAIN_PER_LIST
     assert record.recall >= 0.99 and record.recall_queries == len(queries) - len(queries) // 2
     assert recall_at_k(i, true_i) >= 0.99
 
@@ -102,7 +102,7 @@ def test_without_faiss_auto_stays_exact_and_asking_for_an_index_is_refused(digit
         nearest_neighbors(digits.holdout.x, digits.members.x, k=1)
     assert records == []
     for kind in ("ivf", "hnsw"):
-        with pytest.raises(DpauditError, match=rf"--nn-index {kind} needs faiss: pip install 'dpaudit\[peers\]'"):
+        with pytest.raises(DpauditError, match=rf"--nn-index {kind} needs faiss: pip install 'dpaudit\[scale\]'"):
             with search_settings(kind):
                 pass
     with pytest.raises(DpauditError, match="unknown nearest-neighbour index 'annoy'"):

@@ -48,7 +48,7 @@ def pairs(shape, n, seed):
     return a, (w * a + (1 - w) * b).clamp(0, 1)
 
 
-PAIRS = {f"{c}x{h}x{w}": pairs((c, h, w), 24, seed=3) for c, h, w in [(1, 28, 28), (3, 16, 20), (1, 11, 13)]}
+PAIRS = {f"{c}x{h}x{w}": pairs((c, h, w), 24, seed=3) for c, h, w in [(1, 28, 28), (3, 16, 20), (3, 32, 32), (1, 11, 13)]}
 
 
 def test_ssim_equals_skimage():

@@ -14,6 +14,7 @@ import dpaudit.generators
 from dpaudit.generators import GENERATORS, Checkpointer, Generator, apply_overrides, get_generator
 from dpaudit.privacy import PrivacyBudget
 from dpaudit.audit.privacy_claim import reaccount_declared
+from tests.colour_reference import SHAPE, colour_images
 from tests.generators.opacus_reference import opacus_epsilon
 
 REFERENCE_GENERATORS = {"dp-merf", "pearl", "dpsgd-gan", "latent-diffusion", "bn-matching", "lipschitz-vae"}
@@ -131,3 +132,13 @@ def test_the_declared_history_supports_the_claim_by_an_independent_accountant(ru
     assert reaccounted["supports_claim"], reaccounted
     if report["accountant"] == "rdp" and "rdp" in reaccounted:  # the same analysis in another implementation
         assert reaccounted["rdp"] == pytest.approx(report["epsilon"], rel=0.05)
+
+
+def test_trains_on_colour_images_and_samples_their_shape(cls):
+    """The RGB path (3 x 32 x 32, tests/colour_reference.py): every generator's networks take
+    three channels, and the samples come out in the members' shape within the budget."""
+    members = colour_images(200, 0, "colour-members")
+    generator = cls.from_options(cls.test_overrides).fit(members, PrivacyBudget(10.0, DELTA), seed=0)
+    synthetic = generator.sample(20, seed=1)
+    assert synthetic.x.shape == (20, *SHAPE) and bool(((synthetic.x >= 0) & (synthetic.x <= 1)).all())
+    assert generator.privacy_report()["epsilon"] <= 10.0 * (1 + CALIBRATION_TOLERANCE)
