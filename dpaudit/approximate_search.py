@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from dpaudit import faiss_engine
 from dpaudit.errors import DpauditError
 
 INDEXES = ("auto", "exact", "ivf", "hnsw")
@@ -81,7 +82,7 @@ def check_index(index: str) -> str:
     """`index` if it names an index (INDEXES), else DpauditError; faiss is needed for ivf and hnsw."""
     if index not in INDEXES:
         raise DpauditError(f"unknown nearest-neighbour index {index!r}; choose one of {', '.join(INDEXES)}.")
-    if index in ("ivf", "hnsw") and _faiss() is None:
+    if index in ("ivf", "hnsw") and faiss_engine.load() is None:
         raise DpauditError(f"--nn-index {index} needs faiss: pip install 'dpaudit[scale]'.")
     return index
 
@@ -96,17 +97,11 @@ def search_settings(index: str = "auto") -> Iterator[list[SearchRecord]]:
         _SETTINGS.reset(token)
 
 
-def _faiss():
-    from dpaudit.neighbors import _faiss as load  # one place decides whether faiss is there
-
-    return load()
-
-
 def chosen_index(n_queries: int, n_refs: int) -> str:
     """"exact", "ivf" or "hnsw" for a search of `n_queries` against `n_refs` under the settings."""
     index = _SETTINGS.get().index
     if index == "auto":
-        large = n_queries * n_refs >= APPROXIMATE_FROM_PAIRS and _faiss() is not None
+        large = n_queries * n_refs >= APPROXIMATE_FROM_PAIRS and faiss_engine.load() is not None
         index = "ivf" if large else "exact"
     if n_queries < MIN_QUERIES or n_refs < 2 * MIN_QUERIES:
         return "exact"
@@ -117,7 +112,7 @@ class _Index:
     """A faiss IVF or HNSW index over centred references, with one width to widen."""
 
     def __init__(self, kind: str, refs: np.ndarray, seed: int = 0):
-        faiss = _faiss()
+        faiss = faiss_engine.load()
         n, dims = refs.shape
         self.kind = kind
         if kind == "ivf":
@@ -153,7 +148,7 @@ class _Index:
             self.index.nprobe = self.width
         else:
             self.index.hnsw.efSearch = max(self.width, n_cand)
-        ids = self.index.search(np.ascontiguousarray(queries), n_cand)[1]
+        ids = faiss_engine.search(self.index, queries, n_cand)
         # Fewer than n_cand found (a sparse list): pad with the first, re-measured like the rest.
         return np.where(ids < 0, ids[:, :1], ids)
 
@@ -198,8 +193,6 @@ def approximate_candidates(
     function (used on the tuning and verification queries, then dropped: a flat index is a copy
     of the references). The width is tuned and the recall recorded here, before the full search."""
     start = time.perf_counter()
-    faiss = _faiss()
-    faiss.omp_set_num_threads(torch.get_num_threads())
     index = _cached_index(kind, refs, centred_refs)
     built = time.perf_counter()
 

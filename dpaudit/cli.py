@@ -319,7 +319,7 @@ def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed
 @click.option("--split-seed", type=SEED, default=0, show_default=True, help="Seed of the built-in member split.")
 @click.option("--epsilon", type=float, required=True, help="Privacy budget epsilon (inf: no privacy).")
 @click.option("--delta", type=float, default=DEFAULT_DELTA, show_default=True, help="Privacy budget delta.")
-@click.option("--num", type=click.IntRange(min=1), required=True, help="Number of images to generate.")
+@click.option("--num", "-n", type=click.IntRange(min=1), required=True, help="Number of images to generate (-n under torchrun, whose parser takes --num for its --numa-binding).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Change a hyper-parameter (repeatable).")
 @click.option("--labels", type=click.Choice(["balanced", "proportional"]), default="balanced", show_default=True,
@@ -337,13 +337,19 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
     manifest.json (the accountant's epsilon, sigma, sampling rate, steps, time). An interrupted
     run resumes from its checkpoint when started again with the same options."""
     from dpaudit.datasets import load_split
-    from dpaudit.generators import fit_with_checkpoints, get_generator, secret_seed, write_samples
+    from dpaudit.generators import GENERATORS, fit_with_checkpoints, get_generator, secret_seed, write_samples
     from dpaudit.images import ensure_empty_folder, load_images
     from dpaudit.privacy import PrivacyBudget
+
+    from dpaudit import distributed
 
     cls = get_generator(method)
     if bool(dataset) == bool(members):
         raise DpauditError("give exactly one of --dataset NAME and --members DIR.")
+    processes = distributed.init_from_environment(device)
+    if processes > 1 and not cls.data_parallel:
+        data_parallel = ", ".join(name for name, c in GENERATORS.items() if c.data_parallel)
+        raise DpauditError(f"{method} does not train data-parallel; under torchrun use one of {data_parallel}.")
     out = Path(out)
     ensure_empty_folder(out, ignore={".checkpoint"})
     budget = PrivacyBudget(epsilon, delta)
@@ -354,14 +360,17 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
         train_set, split = load_images(members, name="members"), None
     checkpoint_dir = Path(checkpoint_dir or out / ".checkpoint")
     out_existed = out.exists()
-    seed = seed if seed is not None else secret_seed(checkpoint_dir)
+    if seed is None:  # drawn by rank 0 alone under torchrun: every process must train with it
+        seed = distributed.from_main(secret_seed(checkpoint_dir) if distributed.is_main() else None)
     try:
         generator = fit_with_checkpoints(cls, train_set, budget, seed, overrides=overrides,
-                                         checkpoint_dir=checkpoint_dir, device=device, progress=True)
+                                         checkpoint_dir=checkpoint_dir, device=device, progress=distributed.is_main())
     except DpauditError:
         if not out_existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a refused run leaves no folder behind
         raise
+    if not distributed.is_main():
+        return  # rank 0 writes the samples and the manifest
     written = write_samples(generator, train_set, budget, out, num=num, labels=labels, seed=seed, fmt=fmt,
                             dataset=dataset or str(members), split=split)
     click.echo(f"wrote {num} {method} images to {written}; "

@@ -13,13 +13,12 @@ Rows are flattened, so images and features both work.
 
 from __future__ import annotations
 
-import functools
-import importlib
 import os
 
 import torch
 from tqdm.auto import tqdm
 
+from dpaudit import faiss_engine
 from dpaudit.approximate_search import approximate_candidates, chosen_index
 
 # Extra L2 candidates whose distances are recomputed exactly: the expanded formula loses
@@ -28,23 +27,14 @@ CANDIDATE_MARGIN = 4
 BACKENDS = ("torch", "faiss")
 
 
-@functools.cache
-def _faiss():
-    """The faiss module, or None where it is not installed (imported on first use: it is large)."""
-    try:
-        return importlib.import_module("faiss")
-    except ImportError:
-        return None
-
-
 def backend() -> str:
     """The candidate search in use: $DPAUDIT_NN_BACKEND, else faiss where installed, else torch."""
     chosen = os.environ.get("DPAUDIT_NN_BACKEND", "").strip().lower()
     if chosen and chosen not in BACKENDS:
         raise ValueError(f"DPAUDIT_NN_BACKEND must be one of {', '.join(BACKENDS)}, not {chosen!r}")
-    if chosen == "faiss" and _faiss() is None:
+    if chosen == "faiss" and faiss_engine.load() is None:
         raise ValueError("DPAUDIT_NN_BACKEND=faiss, but faiss is not installed (pip install 'dpaudit[scale]')")
-    return chosen or ("faiss" if _faiss() is not None else "torch")
+    return chosen or ("faiss" if faiss_engine.load() is not None else "torch")
 
 
 def _torch_candidates(r: torch.Tensor, n_cand: int, ref_block_size: int):
@@ -69,14 +59,12 @@ def _torch_candidates(r: torch.Tensor, n_cand: int, ref_block_size: int):
 
 
 def _faiss_candidates(r: torch.Tensor, n_cand: int):
-    """The same through faiss' exact flat index over the references (its threads: torch's)."""
-    faiss = _faiss()
-    faiss.omp_set_num_threads(torch.get_num_threads())
-    index = faiss.IndexFlatL2(r.shape[1])
+    """The same through faiss' exact flat index over the references."""
+    index = faiss_engine.load().IndexFlatL2(r.shape[1])
     index.add(r.numpy())
 
     def search(qb: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(index.search(qb.contiguous().numpy(), n_cand)[1])
+        return torch.from_numpy(faiss_engine.search(index, qb.numpy(), n_cand))
 
     return search
 

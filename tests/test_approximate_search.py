@@ -4,12 +4,12 @@ measured independently here, the recall the search records, the choice of index 
 import pytest
 import torch
 
-from dpaudit import approximate_search, neighbors
+from dpaudit import approximate_search, faiss_engine
 from dpaudit.approximate_search import recall_at_k, search_settings
 from dpaudit.errors import DpauditError
 from dpaudit.neighbors import nearest_neighbors
 
-needs_faiss = pytest.mark.skipif(neighbors._faiss() is None, reason="faiss-cpu not installed (the `peers` extra)")
+needs_faiss = pytest.mark.skipif(faiss_engine.load() is None, reason="faiss-cpu not installed (the `peers` extra)")
 
 
 def exact(queries, refs, k):
@@ -92,11 +92,11 @@ def test_auto_is_exact_below_the_threshold_and_approximate_above(digits, monkeyp
     with search_settings("auto") as records:
         nearest_neighbors(queries, refs, k=1)
         nearest_neighbors(queries[:10], refs, k=1)  # too few queries for an index: exact
-    assert [r.index for r in records] == ([] if neighbors._faiss() is None else ["ivf"])
+    assert [r.index for r in records] == ([] if faiss_engine.load() is None else ["ivf"])
 
 
 def test_without_faiss_auto_stays_exact_and_asking_for_an_index_is_refused(digits, monkeypatch):
-    monkeypatch.setattr(neighbors, "_faiss", lambda: None)
+    monkeypatch.setattr(faiss_engine, "load", lambda: None)
     monkeypatch.setattr(approximate_search, "APPROXIMATE_FROM_PAIRS", 1)
     with search_settings("auto") as records:
         nearest_neighbors(digits.holdout.x, digits.members.x, k=1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dpaudit import neighbors
+from dpaudit import faiss_engine, neighbors
 from dpaudit.neighbors import nearest_distance, nearest_neighbors
 from tests.reference import (
     ReferenceCase,
@@ -19,7 +19,7 @@ from tests.reference import (
 @pytest.fixture(autouse=True, params=neighbors.BACKENDS)
 def candidate_backend(request, monkeypatch):
     """Every test of this module runs on both candidate searches (faiss where installed)."""
-    if request.param == "faiss" and neighbors._faiss() is None:
+    if request.param == "faiss" and faiss_engine.load() is None:
         pytest.skip("faiss-cpu not installed (the `peers` extra)")
     monkeypatch.setenv("DPAUDIT_NN_BACKEND", request.param)
     assert neighbors.backend() == request.param
@@ -173,9 +173,9 @@ def test_the_backend_follows_the_environment_and_refuses_unknown_names(monkeypat
     with pytest.raises(ValueError, match="DPAUDIT_NN_BACKEND must be one of torch, faiss"):
         neighbors.backend()
     monkeypatch.delenv("DPAUDIT_NN_BACKEND")
-    assert neighbors.backend() == ("torch" if neighbors._faiss() is None else "faiss")
+    assert neighbors.backend() == ("torch" if faiss_engine.load() is None else "faiss")
     monkeypatch.setenv("DPAUDIT_NN_BACKEND", "faiss")
-    monkeypatch.setattr(neighbors, "_faiss", lambda: None)
+    monkeypatch.setattr(faiss_engine, "load", lambda: None)
     with pytest.raises(ValueError, match="faiss is not installed"):
         neighbors.backend()
 

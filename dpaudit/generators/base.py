@@ -32,6 +32,7 @@ from typing import Annotated, Any, Callable, ClassVar, Sequence, TypeVar
 
 import torch
 
+from dpaudit import distributed
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet
 from dpaudit.nets import resolve_device
@@ -241,8 +242,9 @@ class Checkpointer:
         return time.perf_counter() - self._last_save >= self.every_seconds
 
     def save(self, state: dict) -> None:
-        """Write the state atomically (a temporary file, then a rename)."""
-        if self.path is None:
+        """Write the state atomically (a temporary file, then a rename); under torchrun only rank 0
+        writes (every process holds the same state)."""
+        if self.path is None or not distributed.is_main():
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
@@ -256,8 +258,8 @@ class Checkpointer:
             self.save(state_fn())
 
     def clear(self) -> None:
-        """Remove the checkpoint once the run has finished."""
-        if self.path is not None and self.path.is_file():
+        """Remove the checkpoint once the run has finished (rank 0's job under torchrun)."""
+        if self.path is not None and distributed.is_main() and self.path.is_file():
             self.path.unlink()
             if not any(self.folder.iterdir()):
                 self.folder.rmdir()
@@ -272,11 +274,13 @@ class Generator(abc.ABC):
 
     `test_overrides` are `key=value` changes of `Config` (as `--set` takes them): the smallest
     settings that still exercise every stage; used by the contract tests
-    (tests/generators/test_contract.py)."""
+    (tests/generators/test_contract.py). `data_parallel` says whether its private training runs
+    data-parallel under torchrun (its DP-SGD stages use dp_training.DPSGD)."""
 
     name: ClassVar[str]
     Config: ClassVar[type]
     test_overrides: ClassVar[dict[str, str]]
+    data_parallel: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, *, device: str = "cpu", checkpoint: Checkpointer | None = None, progress: bool = False):
         self.config = self.Config() if config is None else config

@@ -232,6 +232,7 @@ class BNMatching(Generator):
     then DeepInversion-style synthesis of images matching them."""
 
     name = "bn-matching"
+    data_parallel = True
     Config = BNMatchingConfig
     test_overrides = {"clf_batch_size": "64", "clf_epochs": "0.3", "channels": "4,8", "groups": "2",
                       "synthesis_steps": "5", "synthesis_batch": "10"}

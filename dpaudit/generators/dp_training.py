@@ -9,6 +9,12 @@ opacus. The batch sampler, the optimizer's noise and the method's own randomness
 times, reparameterisation noise) come from seeded torch generators that are checkpointed,
 so a run is reproducible and resumes exactly where it stopped.
 
+Under torchrun (dpaudit/distributed.py) every process draws the same Poisson batch over the
+whole member set and trains on its share (every N-th sampled record); opacus' DPDDP and
+`DistributedDPOptimizer` sum the clipped per-sample gradients across processes and add the
+noise once, on rank 0, so a step is the single-process step (up to the order of summation) and
+the accountant's history is the same.
+
 `calibrate_noise` splits one (epsilon, delta) budget over several stages: stage i gets the noise
 multiplier c * w_i for weights w_i, and c is the smallest value (by bisection) for which opacus'
 accountant, given ALL stages in one history, reports at most the budget's epsilon. The
@@ -24,10 +30,12 @@ from typing import Callable, Sequence
 
 import torch
 from opacus import GradSampleModule
-from opacus.optimizers import DPOptimizer
+from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+from opacus.optimizers import DistributedDPOptimizer, DPOptimizer
 from torch import nn
 from tqdm.auto import tqdm
 
+from dpaudit import distributed
 from dpaudit.privacy import PrivacyBudget, calibrating, composed_epsilon
 
 
@@ -86,13 +94,18 @@ class DPSGD:
     ):
         self.n, self.sample_rate = n, sample_rate
         self.noise_multiplier, self.max_grad_norm = noise_multiplier, max_grad_norm
-        self.module = GradSampleModule(model, loss_reduction="mean")
+        self.rank, self.world = distributed.world()
+        self.model = model
+        self.module = GradSampleModule(DPDDP(model) if self.world > 1 else model, loss_reduction="mean")
         self.noise = torch.Generator().manual_seed(seed)
-        self.optimizer = DPOptimizer(
+        # Each process divides by its share of the expected batch and the optimizer divides the
+        # sum over processes by their number: the mean over the whole expected batch either way.
+        optimizer_class = DistributedDPOptimizer if self.world > 1 else DPOptimizer
+        self.optimizer = optimizer_class(
             optimizer,
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
-            expected_batch_size=max(1, round(sample_rate * n)),
+            expected_batch_size=max(1, round(sample_rate * n)) / self.world,
             loss_reduction="mean",
             generator=self.noise,
         )
@@ -101,8 +114,10 @@ class DPSGD:
         self.step = 0
 
     def batch(self) -> torch.Tensor:
-        """Indices of one Poisson batch: each record independently with probability q."""
-        return torch.nonzero(torch.rand(self.n, generator=self.sampler) < self.sample_rate).flatten()
+        """Indices of one Poisson batch (each record independently with probability q), or of this
+        process's share of it: every process draws the same batch and takes every world-th record."""
+        drawn = torch.nonzero(torch.rand(self.n, generator=self.sampler) < self.sample_rate).flatten()
+        return drawn[self.rank :: self.world]
 
     def train(
         self,
@@ -143,7 +158,7 @@ class DPSGD:
     def state_dict(self) -> dict:
         return {
             "step": self.step,
-            "model": self.module._module.state_dict(),
+            "model": self.model.state_dict(),
             "optimizer": self.optimizer.original_optimizer.state_dict(),
             "noise": self.noise.get_state(),
             "sampler": self.sampler.get_state(),
@@ -152,7 +167,7 @@ class DPSGD:
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
-        self.module._module.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])
         self.optimizer.original_optimizer.load_state_dict(state["optimizer"])
         self.noise.set_state(state["noise"])
         self.sampler.set_state(state["sampler"])

@@ -140,6 +140,7 @@ class LatentDiffusion(Generator):
     """DP latent diffusion: a DP-SGD autoencoder, then a DP-SGD DDPM over its latents."""
 
     name = "latent-diffusion"
+    data_parallel = True
     Config = LatentDiffusionConfig
     test_overrides = {"ae_width": "4", "latent_dim": "4", "ae_batch_size": "64", "ae_epochs": "0.2",
                       "diffusion_hidden": "16", "diffusion_layers": "2", "diffusion_batch_size": "128",

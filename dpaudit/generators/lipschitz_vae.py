@@ -157,6 +157,7 @@ class LipschitzVAEGenerator(Generator):
     with DP-SGD; the epsilon is DP-SGD's (see the module docstring for the Lipschitz extra)."""
 
     name = "lipschitz-vae"
+    data_parallel = True
     Config = LipschitzVAEConfig
     test_overrides = {"batch_size": "64", "epochs": "0.3", "hidden": "32", "latent_dim": "4"}
 

@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 from typing import Sequence
 
+from dpaudit import distributed
 from dpaudit.errors import DpauditError
 from dpaudit.generators.base import Checkpointer, Generator
 from dpaudit.images import ImageSet, save_images
@@ -63,7 +64,10 @@ def fit_with_checkpoints(
 
 
 def _finish(checkpoint_dir: Path) -> None:
-    """Remove the secret-seed file, and the checkpoint folder where that leaves it empty."""
+    """Remove the secret-seed file, and the checkpoint folder where that leaves it empty (rank 0
+    alone under torchrun: the others would race it)."""
+    if not distributed.is_main():
+        return
     (checkpoint_dir / SECRET_SEED_FILE).unlink(missing_ok=True)
     if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
         checkpoint_dir.rmdir()

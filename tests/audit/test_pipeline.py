@@ -6,7 +6,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from dpaudit import approximate_search, neighbors
+from dpaudit import approximate_search, faiss_engine
 from dpaudit.audit import pipeline
 from dpaudit.audit.pipeline import CHECKS, evaluate, validate
 from dpaudit.audit.result import load_result
@@ -151,7 +151,7 @@ def test_every_search_of_a_default_audit_is_exact(digits):
     assert result.nearest_neighbors == {"index": "auto", "approximate": []}
 
 
-@pytest.mark.skipif(neighbors._faiss() is None, reason="faiss-cpu not installed (the `peers` extra)")
+@pytest.mark.skipif(faiss_engine.load() is None, reason="faiss-cpu not installed (the `peers` extra)")
 def test_cli_evaluate_with_an_approximate_index_records_its_recall(tmp_path, digits):
     save_images(_copy_of_members(digits), tmp_path / "synthetic")
     out = tmp_path / "out"
@@ -170,7 +170,7 @@ def test_cli_evaluate_with_an_approximate_index_records_its_recall(tmp_path, dig
     assert "Nearest-neighbour search" in html and f"{len(searches)} searches took candidates from an approximate index" in html
 
 
-@pytest.mark.skipif(neighbors._faiss() is None, reason="faiss-cpu not installed (the `peers` extra)")
+@pytest.mark.skipif(faiss_engine.load() is None, reason="faiss-cpu not installed (the `peers` extra)")
 def test_a_recall_below_the_target_is_a_warning(digits, monkeypatch):
     monkeypatch.setattr(approximate_search, "RECALL_TARGET", 1.01)
     monkeypatch.setattr(approximate_search, "HNSW_MAX_EF", 64)
