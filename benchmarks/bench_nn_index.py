@@ -24,10 +24,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dpaudit import threads  # noqa: E402
+
+threads.configure()  # as the dpaudit command does, before torch loads OpenMP: idle workers sleep
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from dpaudit import approximate_search  # noqa: E402
 from dpaudit.approximate_search import recall_at_k, search_settings  # noqa: E402

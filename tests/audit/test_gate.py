@@ -361,21 +361,21 @@ def test_the_readme_policy_parses_and_applies():
 
 
 def test_the_readme_policy_does_not_cry_wolf_and_catches_jittered_copies():
-    """Twenty seeded draws on digits, each a fresh split (700 members, 360 holdout) whose 377
+    """Ten seeded draws on digits, each a fresh split (700 members, 360 holdout) whose 377
     remaining images are never seen: those images pass the README policy's leakage rules in at
-    least 19 draws, and the same set with a quarter replaced by shifted, noisy member copies
+    least 9 draws, and the same set with a quarter replaced by shifted, noisy member copies
     fails them in every draw. Only the checks the rules read run. The utility rule is left out:
     its 0.8 is meant for MNIST-sized sets, and 377 digits give a CNN about 0.78 on digits' test
-    writers (benchmarks/bench_policy_draws.py runs the whole policy on MNIST)."""
+    writers (benchmarks/bench_policy_draws.py runs the whole policy on MNIST, over more draws)."""
     train, test = load_official("digits")
     lenet = load_extractor(load_split("digits")).module  # one extractor for every draw, not one trained per split
     rules = readme_policy()
     leakage = Policy(tuple(r for r in rules.rules if not r.metric.startswith("utility.")), rules.source)
     assert len(leakage.rules) == len(rules.rules) - 1
-    # the downstream attacks' CNN trained for 50 steps, not 300: the cost of 40 audits
+    # the downstream attacks' CNN trained for 50 steps, not 300: the cost of 20 audits
     profile = dataclasses.replace(QUICK, classifiers=dataclasses.replace(QUICK.classifiers, epochs=1, min_steps=50))
     passed_clean, failed_copies = 0, 0
-    for seed in range(20):
+    for seed in range(10):
         members, holdout = split_indices(len(train), 700, 360, seed=seed)
         reference = Reference(train.subset(members), train.subset(holdout), test, f"digits-draw-{seed}")
         never_seen = train.subset(np.setdiff1d(np.arange(len(train)), np.r_[members, holdout]))
@@ -389,5 +389,5 @@ def test_the_readme_policy_does_not_cry_wolf_and_catches_jittered_copies():
             verdict = apply_policy(result, leakage)
             passed_clean += clean and verdict.passed
             failed_copies += not clean and not verdict.passed
-    assert passed_clean >= 19, passed_clean
-    assert failed_copies == 20, failed_copies
+    assert passed_clean >= 9, passed_clean
+    assert failed_copies == 10, failed_copies
