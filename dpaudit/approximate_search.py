@@ -1,7 +1,8 @@
 """Approximate nearest-neighbour candidates through faiss (IVF or HNSW), with their recall measured.
 
 Exact search costs queries x references x dimensions: for MNIST (10,000 x 50,000) a few seconds,
-for 200,000 synthetic images against 500,000 references about an hour on two cores. Above
+for 200,000 synthetic 32x32 RGB images against 500,000 references 6 x 10^14 floating-point
+operations, about an hour at the reference machine's 176 GFLOP/s (benchmarks/RESULTS.md). Above
 APPROXIMATE_FROM_PAIRS query-reference pairs, `auto` (the default) proposes candidates from an
 inverted-file index (faiss `IndexIVFFlat`: the references clustered into about 4 sqrt(N) lists,
 a query scanning the `nprobe` nearest lists) instead; `hnsw` (faiss `IndexHNSWFlat`, a graph
@@ -116,8 +117,8 @@ class _Index:
         n, dims = refs.shape
         self.kind = kind
         if kind == "ivf":
-            # 4 sqrt(N) lists, k-means on 40 points a list (faiss wants at least 39): on 500,000
-            # LeNet features 64 a list took 1.6x longer to train for the same recall.
+            # 4 sqrt(N) lists, k-means on 40 points a list (faiss wants at least 39; a larger sample
+            # only costs training time, benchmarks/RESULTS.md "Approximate nearest-neighbour search").
             self.nlist = max(1, min(round(4 * math.sqrt(n)), n // IVF_TRAIN_PER_LIST))
             self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dims), dims, self.nlist)
             rows = np.random.default_rng(seed).choice(n, min(n, IVF_TRAIN_PER_LIST * self.nlist), replace=False)

@@ -336,12 +336,11 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
     """Train the reference DP generator METHOD on private images and write NUM samples with
     manifest.json (the accountant's epsilon, sigma, sampling rate, steps, time). An interrupted
     run resumes from its checkpoint when started again with the same options."""
+    from dpaudit import distributed
     from dpaudit.datasets import load_split
     from dpaudit.generators import GENERATORS, fit_with_checkpoints, get_generator, secret_seed, write_samples
     from dpaudit.images import ensure_empty_folder, load_images
     from dpaudit.privacy import PrivacyBudget
-
-    from dpaudit import distributed
 
     cls = get_generator(method)
     if bool(dataset) == bool(members):

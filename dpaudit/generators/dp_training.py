@@ -109,9 +109,15 @@ class DPSGD:
             loss_reduction="mean",
             generator=self.noise,
         )
-        self.sampler = torch.Generator().manual_seed(seed + 1)
-        self.rng = torch.Generator().manual_seed(seed + 2)
+        self.sampler = torch.Generator().manual_seed(seed + 1)  # the same on every process: one batch
+        self.seed = seed
+        self.rng = torch.Generator().manual_seed(self._rng_seed(0))
         self.step = 0
+
+    def _rng_seed(self, step: int) -> int:
+        """Seed of the method's own randomness: per process under torchrun, so that the records of
+        one batch get independent draws (diffusion times, reparameterisation noise)."""
+        return self.seed + 2 if self.rank == 0 else self.seed + 2 + 1_000_003 * (self.rank + step * self.world)
 
     def batch(self) -> torch.Tensor:
         """Indices of one Poisson batch (each record independently with probability q), or of this
@@ -171,7 +177,10 @@ class DPSGD:
         self.optimizer.original_optimizer.load_state_dict(state["optimizer"])
         self.noise.set_state(state["noise"])
         self.sampler.set_state(state["sampler"])
-        self.rng.set_state(state["rng"])
+        if self.rank == 0:
+            self.rng.set_state(state["rng"])
+        else:  # rank 0 saved its own draws; the others start afresh where the run stopped
+            self.rng.manual_seed(self._rng_seed(self.step))
 
 
 def sample_rate_for(batch_size: int, n: int) -> float:

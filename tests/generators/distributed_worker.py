@@ -1,6 +1,6 @@
 """What each process of the distributed DP-SGD tests runs (spawned by torch.multiprocessing,
 so it lives in a module): a few DP-SGD steps of a small classifier on digits, the noise calls
-counted. Writes {"params", "history", "noise_calls", "batch_sizes"} to OUT/rank{r}.pt."""
+counted. Writes {"params", "history", "noise_calls", "batch_sizes", "draws"} to OUT/rank{r}.pt."""
 
 from __future__ import annotations
 
@@ -32,15 +32,16 @@ def train(out: Path, rank: int) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
     dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.5), n=len(members), sample_rate=0.05,
                noise_multiplier=1.0, max_grad_norm=1.0, seed=3)
-    batch_sizes = []
+    batch_sizes, draws = [], []
 
     def loss_fn(module, idx, rng):
         batch_sizes.append(len(idx))
+        draws.append(float(torch.rand(1, generator=rng)))  # the method's own randomness
         return nn.functional.cross_entropy(module(members.x[idx]), members.y[idx], reduction="none")
 
     dp.train(loss_fn, STEPS)
     torch.save({"params": [p.detach().clone() for p in model.parameters()], "history": dp.history_entry(),
-                "noise_calls": len(calls), "batch_sizes": batch_sizes}, out / f"rank{rank}.pt")
+                "noise_calls": len(calls), "batch_sizes": batch_sizes, "draws": draws}, out / f"rank{rank}.pt")
 
 
 def spawned(rank: int, world: int, out: str, port: int) -> None:

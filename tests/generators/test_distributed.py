@@ -44,6 +44,12 @@ def test_the_processes_share_each_poisson_batch(runs):
     assert all(0 <= a - b <= 1 for a, b in zip(rank0["batch_sizes"], rank1["batch_sizes"]))
 
 
+def test_each_process_draws_its_own_randomness_and_rank_0_the_single_process_draws(runs):
+    rank0, rank1 = runs["ranks"]
+    assert rank0["draws"] == runs["single"]["draws"]
+    assert not set(rank0["draws"]) & set(rank1["draws"])
+
+
 def test_noise_is_added_once_per_step(runs):
     n_params = len(runs["single"]["params"])
     assert runs["single"]["noise_calls"] == STEPS * n_params
