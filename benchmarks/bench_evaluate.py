@@ -1,7 +1,7 @@
 """Time `evaluate` on 10,000 synthetic images against MNIST (50,000 members), stage by stage,
 and the nearest-neighbour search against the machine's float32 matrix-multiply throughput.
 
-    DPAUDIT_DATA=../shared/data python benchmarks/bench_evaluate.py [--profiles quick standard] [--no-shipped-cache]
+    DPAUDIT_DATA=../shared/data python benchmarks/bench_evaluate.py [--profiles quick standard] [--no-shipped-cache] [--device cuda]
 
 Prints a Markdown table for benchmarks/RESULTS.md: each profile runs twice in a fresh user
 cache, as the first audit against the reference (which trains the TRTR ceiling, unless the
@@ -64,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profiles", nargs="+", default=["quick", "standard"])
     parser.add_argument("--synthetic", type=int, default=10_000, help="at most 10,000")
+    parser.add_argument("--device", default="cpu", help="where the networks run (evaluate's --device)")
     parser.add_argument("--no-shipped-cache", action="store_true",
                         help="ignore the ceilings shipped in the package (time a reference of your own)")
     args = parser.parse_args()
@@ -75,7 +76,8 @@ def main() -> None:
     synthetic = reference.test.subset(range(args.synthetic), "mnist-test-as-synthetic")
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, networks on {args.device}"
+          + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
     mm = matmul_gflops(10_000, 50_000, 784)
     nn = nn_gflops(10_000, 50_000, 784)
     print("\n| float32 matmul 10k x 50k x 784 | nearest-neighbour search, same size | share |")
@@ -88,7 +90,9 @@ def main() -> None:
         runs = {}
         for run in ("first audit (cold cache)", "next audit (warm cache)"):
             start = time.perf_counter()
-            result = evaluate(synthetic, reference, profile=profile, seed=0)
+            result = evaluate(synthetic, reference, profile=profile, seed=0, device=args.device)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
             runs[run] = (result, time.perf_counter() - start)
         print(f"\nprofile {profile}")
         print(f"| stage | {' | '.join(runs)} |\n|---|---|---|")
@@ -98,6 +102,8 @@ def main() -> None:
         print(f"| features, loading, report data (rest) | {' | '.join(f'{t:.1f}' for t in rest)} |")
         print(f"| **total** | {' | '.join(f'**{total:.1f}**' for _, total in runs.values())} |")
         print(f"| peak resident memory of the process so far, MiB | {peak_rss_mib():.0f} | |")
+        if args.device.startswith("cuda"):
+            print(f"| peak GPU memory allocated so far, MiB | {torch.cuda.max_memory_allocated() / 2**20:.0f} | |")
         shutil.rmtree(os.environ.pop("DPAUDIT_CACHE"), ignore_errors=True)
 
 

@@ -52,6 +52,18 @@ def cli(threads):
     configure_threads(threads)
 
 
+def _checked_device(ctx, param, value: str) -> str:
+    """--device, refused before any work where it names a device this machine lacks."""
+    from dpaudit.nets import resolve_device
+
+    resolve_device(value)
+    return value
+
+
+device_option = click.option(
+    "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True, callback=_checked_device,
+    help="Where the networks run: cpu, cuda, or auto (CUDA when present). Statistics on features stay on the CPU.",
+)
 data_root_option = click.option(
     "--data-root",
     type=click.Path(file_okay=False),
@@ -167,7 +179,7 @@ def audit_options(command):
                      help="Budgets: quick (CI-sized), standard, paper (published protocols)."),
         click.option("--checks", help="Comma-separated checks to run (default: all)."),
         click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of every random choice of the audit."),
-        click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True),
+        device_option,
         click.option("--nn-index", "nn_index", type=click.Choice(["auto", "exact", "ivf", "hnsw"]), default="auto",
                      show_default=True,
                      help="Nearest-neighbour index: exact, or approximate faiss IVF/HNSW (needs dpaudit[scale]; recall measured "
@@ -328,7 +340,7 @@ def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed
 @click.option("--seed", type=GENERATOR_SEED, help="Seed of the generator's randomness, DP noise included (default: a secret "
               "random seed; a private run's manifest never records it).")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Where to keep checkpoints (default: OUT/.checkpoint).")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@device_option
 @data_root_option
 @download_option
 def generate(method, dataset, members, split_seed, epsilon, delta, num, out, overrides, labels, fmt, seed,
@@ -405,7 +417,7 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
 @click.option("--seed", type=SEED, help="Seed of the canaries, coins and training runs (default: a secret random one, "
               "recorded in the result afterwards).")
 @click.option("--no-features", is_flag=True, help="Score in pixel space only (no LeNet feature rule).")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@device_option
 @click.option("--out", type=click.Path(file_okay=False), default="dpaudit-training-audit", show_default=True,
               help="Folder for result.json, report.html and the runs' logs.")
 @click.option("--no-report", is_flag=True, help="Write result.json only.")

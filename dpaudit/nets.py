@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from dpaudit.errors import DpauditError
+
 
 class DPDMClassifier(nn.Module):
     """conv 32-64-128 (3x3, ReLU, 2x2 max-pool), FC 128, dropout 0.5 (Dockhorn et al. 2022)."""
@@ -71,10 +73,41 @@ def make_classifier(shape: tuple[int, int, int], num_classes: int) -> DPDMClassi
 
 
 def resolve_device(device: str = "cpu") -> torch.device:
-    """`cpu`, `cuda`, or `auto` (CUDA when present)."""
+    """`cpu`, `cuda` (or `cuda:N`), or `auto` (CUDA when present). Asking for CUDA where there is
+    none is an error, never a silent run on the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise DpauditError(f"--device {device}: torch finds no CUDA device here; use --device cpu (or auto).")
+    return resolved
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's parameters."""
+    return next(model.parameters()).device
+
+
+def seeded_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A generator seeded with `seed` that draws on `device` where the device has generators of
+    its own (CUDA: noise is drawn where it is added), else on the CPU."""
+    return torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed)
+
+
+def to_device(x: torch.Tensor, device: torch.device, memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
+    """x copied to `device`; to a GPU through page-locked memory, without blocking the host (the
+    copy overlaps the work already queued). A slice of a tensor kept in `pinned` memory is pinned already."""
+    if device.type != "cuda":
+        return x.to(device, memory_format=memory_format)
+    if not x.is_pinned():
+        x = x.pin_memory()
+    return x.to(device, non_blocking=True, memory_format=memory_format)
+
+
+def pinned(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """x in page-locked memory when `device` is a GPU, so that `to_device` copies its slices
+    asynchronously; x itself otherwise."""
+    return x.pin_memory() if device.type == "cuda" and not x.is_pinned() else x
 
 
 @dataclass
@@ -134,10 +167,11 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Logits of `model` on x, in eval mode, batched, on the model's device; returned on the CPU."""
     model.eval()
-    device = next(model.parameters()).device
+    device = device_of(model)
+    x = pinned(x, device)
     with image_layout(model, x.dim() == 4) as layout:
         return torch.cat([
-            model(x[i : i + batch_size].to(device, memory_format=layout)).cpu() for i in range(0, len(x), batch_size)
+            model(to_device(x[i : i + batch_size], device, layout)).cpu() for i in range(0, len(x), batch_size)
         ])
 
 
@@ -162,7 +196,8 @@ def train_classifier(
     on the reference CPU (AMX; benchmarks/RESULTS.md, "bfloat16 classifiers")."""
     device = torch.device(device)
     precision = resolve_precision(precision, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    # No autocast object unless it is used: torch has autocast for a few device types only.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bfloat16" else contextlib.nullcontext()
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model.to(device)
@@ -176,7 +211,7 @@ def train_classifier(
                 idx = order[i : i + batch_size]
                 optimizer.zero_grad(set_to_none=True)
                 with autocast:
-                    loss = F.cross_entropy(model(x[idx].to(device, memory_format=layout)), y[idx].to(device))
+                    loss = F.cross_entropy(model(to_device(x[idx], device, layout)), to_device(y[idx], device))
                 loss.backward()
                 optimizer.step()
             if val is not None:

@@ -65,7 +65,7 @@ def train_shadow_models(
         torch.manual_seed(seed + 1 + i)  # the initial weights too
         model = make_model()
         train_classifier(model, x[idx], y[idx], epochs=epochs, seed=seed + 1 + i, device=device)
-        shadows.append(model.cpu())
+        shadows.append(model)
     return shadows
 
 

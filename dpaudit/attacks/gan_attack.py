@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from dpaudit.attacks.reconstruction import Reconstruction, ReconstructionAttack, Victim, register_reconstruction_attack
 from dpaudit.metric import Metric
-from dpaudit.nets import image_layout
+from dpaudit.nets import device_of, image_layout
 
 
 @dataclass(frozen=True)
@@ -86,17 +86,18 @@ def gan_attack(
     torch.manual_seed(seed)
     generator_rng = torch.Generator().manual_seed(seed)
     targets = torch.tensor(list(range(num_classes)) if target_classes is None else list(target_classes))
+    device = device_of(classifier)  # the random draws are made on the CPU: the same on every device
     classifier.eval()
     flags = [p.requires_grad for p in classifier.parameters()]
     classifier.requires_grad_(False)
-    generator = PrototypeGenerator(config.latent_dim, num_classes, shape, config.hidden)
+    generator = PrototypeGenerator(config.latent_dim, num_classes, shape, config.hidden).to(device)
     optimizer = torch.optim.Adam(generator.parameters(), lr=config.lr)
     with image_layout(classifier, images=True) as layout:
         try:
             for _ in tqdm(range(config.steps), desc=progress, disable=progress is None, leave=False):
-                labels = targets[torch.randint(len(targets), (config.batch_size,), generator=generator_rng)]
-                z1 = torch.randn(config.batch_size, config.latent_dim, generator=generator_rng)
-                z2 = torch.randn(config.batch_size, config.latent_dim, generator=generator_rng)
+                labels = targets[torch.randint(len(targets), (config.batch_size,), generator=generator_rng)].to(device)
+                z1 = torch.randn(config.batch_size, config.latent_dim, generator=generator_rng).to(device)
+                z2 = torch.randn(config.batch_size, config.latent_dim, generator=generator_rng).to(device)
                 x1, x2 = generator(z1, labels), generator(z2, labels)
                 logits = classifier(x1.contiguous(memory_format=layout))
                 loss = F.cross_entropy(logits, labels) + config.tv_weight * _mean_tv(x1)
@@ -106,15 +107,15 @@ def gan_attack(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            labels = targets.repeat_interleave(config.n_prototypes)
+            labels = targets.repeat_interleave(config.n_prototypes).to(device)
             with torch.no_grad():
-                images = generator(torch.randn(len(labels), config.latent_dim, generator=generator_rng), labels)
+                images = generator(torch.randn(len(labels), config.latent_dim, generator=generator_rng).to(device), labels)
                 logits = classifier(images.contiguous(memory_format=layout))
                 confidence = logits.softmax(1).gather(1, labels[:, None]).squeeze(1)
         finally:
             for p, flag in zip(classifier.parameters(), flags):
                 p.requires_grad_(flag)
-    return Prototypes(images, labels, confidence)
+    return Prototypes(images.cpu(), labels.cpu(), confidence.cpu())
 
 
 @register_reconstruction_attack

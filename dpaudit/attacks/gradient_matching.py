@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from dpaudit.attacks.reconstruction import Reconstruction, ReconstructionAttack, Victim, register_reconstruction_attack
 from dpaudit.image_similarity import pairwise_psnr, pairwise_ssim
 from dpaudit.metric import Metric
+from dpaudit.nets import device_of
 
 METHODS = ("geiping", "dlg")
 # L-BFGS evaluations per projected step of DLG; `iterations` counts evaluations for both methods.
@@ -110,7 +111,7 @@ def _dlg_loss(model, x, labels, target) -> torch.Tensor:
 
 
 def _dlg_restart(model, target, labels, shape, config: InversionConfig, generator: torch.Generator):
-    x = torch.rand(shape, generator=generator).requires_grad_(True)
+    x = torch.rand(shape, generator=generator).to(labels.device).requires_grad_(True)
     optimizer = torch.optim.LBFGS([x], lr=1.0, max_iter=LBFGS_INNER)
 
     def closure():
@@ -198,7 +199,7 @@ def invert_gradients(
     best_loss = [float("inf")] * len(seeds)
     milestones = [int(config.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
     for _ in range(config.restarts):
-        x = torch.stack([torch.rand(shape, generator=g) for g in generators]).requires_grad_(True)
+        x = torch.stack([torch.rand(shape, generator=g) for g in generators]).to(labels[0].device).requires_grad_(True)
         optimizer = torch.optim.Adam([x], lr=config.lr)
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
         for _ in tqdm(range(config.iterations), desc=progress, disable=progress is None, leave=False):
@@ -240,16 +241,18 @@ def attack_batch(
 
 def _observed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: InversionConfig):
     """What the attacker sees of the batch (x, y): its gradient, and the labels it attacks with
-    (iDLG's for a batch of one when `config.infer_labels`, else the true ones)."""
+    (iDLG's for a batch of one when `config.infer_labels`, else the true ones), on the model's device."""
     model.eval()
     model.requires_grad_(True)
-    gradient = batch_gradient(model, x, y)
+    device = device_of(model)
+    gradient = batch_gradient(model, x.to(device), y.to(device))
     inferred = config.infer_labels and len(x) == 1
-    labels = torch.tensor([infer_label(model, gradient)]) if inferred else y.clone()
+    labels = torch.tensor([infer_label(model, gradient)], device=device) if inferred else y.to(device, copy=True)
     return gradient, labels, inferred
 
 
 def _scored(images: torch.Tensor, labels: torch.Tensor, x: torch.Tensor, loss: float, inferred: bool) -> Inversion:
+    images, labels = images.cpu(), labels.cpu()
     order = torch.as_tensor(match_order(images, x))
     images = images[order]
     return Inversion(images, labels[order], pairwise_psnr(images, x), loss, inferred)

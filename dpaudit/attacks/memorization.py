@@ -124,15 +124,17 @@ def malicious_train(
     config: MemorizationConfig = MemorizationConfig(),
     seed: int = 0,
     progress: str | None = None,
+    device: torch.device | str = "cpu",
 ) -> Memorization:
     """Train the shared classifier architecture on (x, y) with the malicious routine of
     `config.method`, hiding `config.n_secrets` randomly chosen training images (fewer if the
-    model cannot hold them), then decode them from the returned model alone."""
+    model cannot hold them), then decode them from the returned model alone. The model trains
+    on `device`; the decoded images come back on the CPU."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     shape = tuple(x.shape[1:])
     pixels = shape[0] * shape[1] * shape[2]
-    model = make_classifier(shape, num_classes)
+    model = make_classifier(shape, num_classes).to(device)
     # The malicious trainer controls training: dropout off lets the model memorise more.
     for module in model.modules():
         if isinstance(module, nn.Dropout):
@@ -147,12 +149,13 @@ def malicious_train(
         levels = (secrets.flatten() * num_classes).long().clamp(max=num_classes - 1)
         train_x = torch.cat([x, _crafted_inputs(n * pixels, shape, crafted_seed)])
         train_y = torch.cat([y, levels])
-    secret_flat = secrets.flatten()
+    train_x, train_y = train_x.to(device), train_y.to(device)  # a few thousand images: on the device at once
+    secret_flat = secrets.flatten().to(device)
     theta = carrier(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     for _ in tqdm(range(config.epochs), desc=progress, disable=progress is None, leave=False):
         model.train()
-        order = torch.randperm(len(train_x), generator=generator)
+        order = torch.randperm(len(train_x), generator=generator).to(device)
         for i in range(0, len(train_x), config.batch_size):
             idx = order[i : i + config.batch_size]
             loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
@@ -167,7 +170,8 @@ def malicious_train(
         decoded = decode_correlation(model, n, shape, stats)
     else:
         decoded = decode_capacity(model, n, shape, num_classes, crafted_seed)
-    correlation = float(pearson(decoded.flatten(), secret_flat))
+    decoded = decoded.cpu()
+    correlation = float(pearson(decoded.flatten(), secrets.flatten()))
     return Memorization(model, secret_idx, decoded, pairwise_psnr(decoded, secrets), correlation)
 
 
@@ -191,7 +195,8 @@ class MaliciousTrainer(ReconstructionAttack):
     def reconstruct(self, victim: Victim, config: MemorizationConfig, progress: str) -> Reconstruction:
         images = victim.images
         pick = seeded_sample(len(images), config.max_train, victim.seed)
-        attack = malicious_train(images.x[pick], images.y[pick], victim.num_classes, config, victim.seed, progress=progress)
+        attack = malicious_train(images.x[pick], images.y[pick], victim.num_classes, config, victim.seed, progress=progress,
+                                 device=victim.device)
         secrets = pick[attack.secret_idx]
         if victim.is_control:
             details = {"secret_member_indices": secrets.tolist(), "decode_psnr": float(attack.psnr.mean())}

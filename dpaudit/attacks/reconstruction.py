@@ -25,8 +25,9 @@ from dpaudit.metric import Metric
 @dataclass
 class Victim:
     """One side of the audit. `images` is the set the model learned from (the synthetic set, or
-    the members for the control); `trained()` gives a fresh copy of the classifier trained on it
-    and the indices of its training images (trained on first use); `test` is the real test set."""
+    the members for the control); `trained()` gives a fresh copy of the classifier trained on it,
+    on `device`, and the indices of its training images (trained on first use); `test` is the
+    real test set."""
 
     side: str  # "synthetic" or "members"
     images: ImageSet
@@ -34,6 +35,7 @@ class Victim:
     test: ImageSet
     num_classes: int
     seed: int
+    device: torch.device = torch.device("cpu")  # where the attacks train and run their models
 
     @property
     def is_control(self) -> bool:

@@ -80,7 +80,7 @@ def fit_classifier(
     device: torch.device, progress: str | None = None,
 ) -> TrainedClassifier:
     """Train the DPDM CNN on a seeded sample of at most `cap` of `images`, keeping the epoch with
-    the best accuracy on a held-out part of the same set. Returned on the CPU, in eval mode."""
+    the best accuracy on a held-out part of the same set. Returned on `device`, in eval mode."""
     precision = resolve_precision(config.precision, device)
     train_idx, val_idx = split_train_val(len(images), cap, config.val_fraction, seed)
     steps_per_epoch = -(-len(train_idx) // BATCH_SIZE)
@@ -92,7 +92,7 @@ def fit_classifier(
         model, images.x[train_idx], images.y[train_idx], epochs=epochs, seed=seed, batch_size=BATCH_SIZE,
         val=(images.x[val_idx], images.y[val_idx]), device=device, progress=progress, precision=precision,
     )
-    model.cpu().eval()
+    model.eval()
     return TrainedClassifier(model, train_idx, val_idx, epochs, log.best_epoch, log.val_accuracy, precision=precision)
 
 
@@ -142,6 +142,7 @@ def cached_trtr(members: ImageSet, config: ClassifierConfig, seed: int, device: 
         model = make_classifier(members.shape, members.num_classes)
         try:
             model.load_state_dict(entry["state"])
+            model.to(device)
             return TrainedClassifier(
                 model.eval(), entry["train_idx"], entry["val_idx"], entry["epochs"], entry["best_epoch"],
                 entry["val_accuracy"], from_cache=True, precision=resolve_precision(config.precision, device),
@@ -150,7 +151,7 @@ def cached_trtr(members: ImageSet, config: ClassifierConfig, seed: int, device: 
             pass  # a stale entry: train again and overwrite it
     fitted = fit_classifier(members, members.num_classes, config, config.trtr_max_train, seed, device, "TRTR classifier")
     save_entry(path, {
-        "state": fitted.model.state_dict(), "train_idx": fitted.train_idx, "val_idx": fitted.val_idx,
+        "state": {k: v.cpu() for k, v in fitted.model.state_dict().items()}, "train_idx": fitted.train_idx, "val_idx": fitted.val_idx,
         "epochs": fitted.epochs, "best_epoch": fitted.best_epoch, "val_accuracy": fitted.val_accuracy,
     })
     return fitted

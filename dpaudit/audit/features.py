@@ -44,7 +44,7 @@ from dpaudit.cache import cache_dir, entry_path, load_entry, save_entry
 from dpaudit.datasets import Reference
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet, to_uint8
-from dpaudit.nets import LeNet, resolve_device, train_classifier
+from dpaudit.nets import LeNet, pinned, resolve_device, to_device, train_classifier
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 WEIGHTS_INDEX = WEIGHTS_DIR / "lenet.json"
@@ -119,12 +119,12 @@ class FeatureExtractor:
             )
         self.module.eval()
         starts = range(0, len(images), self.batch_size)
-        out = []
+        out, x = [], pinned(images.x, self.device)
         for i in tqdm(starts, desc=f"features {images.name}", leave=False, disable=len(starts) < 20):
-            batch = images.x[i : i + self.batch_size]
+            batch = to_device(x[i : i + self.batch_size], self.device)
             if self.preprocess is not None:
                 batch = self.preprocess(batch)
-            out.append(self.module(batch.to(self.device)).reshape(len(batch), -1).float().cpu())
+            out.append(self.module(batch).reshape(len(batch), -1).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.dim)
 
     def describe(self) -> dict:
@@ -304,7 +304,8 @@ def _cached_lenet(members: ImageSet, device: torch.device) -> tuple[LeNet, str, 
         except RuntimeError:
             pass  # a stale entry (another architecture): train again and overwrite it
     model = train_lenet(members, device=device, progress="training the LeNet feature net on the members")
-    return model, file_sha256(save_entry(path, model.state_dict())), path
+    state = {k: v.cpu() for k, v in model.state_dict().items()}  # readable on any machine
+    return model, file_sha256(save_entry(path, state)), path
 
 
 # ---------------------------------------------------------------- Inception-v3

@@ -84,9 +84,9 @@ def _victim(ctx: AuditContext, side: str) -> Victim:
     def trained() -> tuple[torch.nn.Module, torch.Tensor]:
         fitted: TrainedClassifier = classifier(ctx)
         # The attacks change requires_grad flags; keep the shared classifier untouched.
-        return copy.deepcopy(fitted.model).cpu().eval(), fitted.train_idx
+        return copy.deepcopy(fitted.model).to(ctx.device).eval(), fitted.train_idx
 
-    return Victim(side, images, trained, ctx.reference.test, ctx.reference.members.num_classes, ctx.seed)
+    return Victim(side, images, trained, ctx.reference.test, ctx.reference.members.num_classes, ctx.seed, ctx.device)
 
 
 def _matched(ctx: AuditContext, out: Reconstruction) -> tuple[Matches, Matches]:

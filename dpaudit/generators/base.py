@@ -329,7 +329,7 @@ class Generator(abc.ABC):
 
     @abc.abstractmethod
     def generate(self, labels: torch.Tensor, seed: int) -> torch.Tensor:
-        """Images (float32 N x C x H x W on the CPU) for the given int64 labels."""
+        """Images (float32 N x C x H x W, on any device) for the given int64 labels (on the CPU)."""
 
     def sample_labels(self, n: int, mode: str = "balanced") -> torch.Tensor:
         """n labels: "balanced" over the classes, or "proportional" to the DP-released counts."""
@@ -353,7 +353,7 @@ class Generator(abc.ABC):
         labels = torch.as_tensor(labels, dtype=torch.int64)
         if labels.shape != (n,) or labels.min() < 0 or labels.max() >= self.num_classes:
             raise DpauditError(f"labels: expected {n} class labels in 0..{self.num_classes - 1}.")
-        x = self.generate(labels, seed).float().clamp(0, 1).contiguous()
+        x = self.generate(labels, seed).cpu().float().clamp(0, 1).contiguous()
         return ImageSet(x, labels, self.num_classes, f"{self.name}-synthetic", self.name)
 
     def privacy_report(self) -> dict:

@@ -255,7 +255,8 @@ class BNMatching(Generator):
         )
         torch.manual_seed(seed)
         try:
-            self.classifier = StatsClassifier(self.shape, self.num_classes, cfg.channels, cfg.groups, cfg.hidden, cfg.activation)
+            self.classifier = StatsClassifier(self.shape, self.num_classes, cfg.channels, cfg.groups, cfg.hidden,
+                                              cfg.activation).to(self.device)
         except RuntimeError:  # a stride-2 conv met a feature map already shrunk to nothing
             raise DpauditError(f"--set channels: {len(cfg.channels)} conv layers are too many for {self.shape[1]}x{self.shape[2]} images.") from None
         dp = DPSGD(self.classifier, torch.optim.Adam(self.classifier.parameters(), lr=cfg.clf_lr), n=n,
@@ -263,7 +264,7 @@ class BNMatching(Generator):
         saved = self.checkpoint.load()
         if saved is not None:
             dp.load_state_dict(saved["classifier"])
-        x, y = members.x, members.y
+        x, y = members.x.to(self.device), members.y.to(self.device)
 
         def loss(module, idx, rng):
             return F.cross_entropy(module(x[idx]), y[idx], reduction="none")
@@ -290,8 +291,8 @@ class BNMatching(Generator):
         cfg = self.config
         sums = None
         for i in range(0, len(members), 1000):
-            _, layers = self.classifier.forward_with_stats(members.x[i : i + 1000])
-            v = clip_rows(per_sample_stats(layers), cfg.stats_clip).double()
+            _, layers = self.classifier.forward_with_stats(members.x[i : i + 1000].to(self.device))
+            v = clip_rows(per_sample_stats(layers), cfg.stats_clip).double().cpu()  # the release is summed on the CPU
             sums = torch.zeros(self.num_classes, v.shape[1], dtype=torch.float64) if sums is None else sums
             sums.index_add_(0, members.y[i : i + 1000], v)
         counts = torch.bincount(members.y, minlength=self.num_classes).double()
@@ -308,7 +309,7 @@ class BNMatching(Generator):
             c = conv.out_channels
             mean = self.class_stats[label, start : start + c]
             square = self.class_stats[label, start + c : start + 2 * c]
-            out.append((mean, (square - mean**2).clamp(min=1e-4)))
+            out.append((mean.to(self.device), (square - mean**2).clamp(min=1e-4).to(self.device)))
             start += 2 * c
         return out
 
@@ -322,9 +323,9 @@ class BNMatching(Generator):
             x = (start + cfg.init_noise * torch.randn(start.shape, generator=rng)).clamp(0, 1)
         else:
             x = torch.rand(count, *self.shape, generator=rng)
-        x.requires_grad_(True)
+        x = x.to(self.device).requires_grad_(True)
         opt = torch.optim.Adam([x], lr=cfg.synthesis_lr, betas=(0.5, 0.99))
-        y = torch.full((count,), label)
+        y = torch.full((count,), label, device=self.device)
         for _ in range(cfg.synthesis_steps):
             dx, dy = torch.randint(-cfg.jitter, cfg.jitter + 1, (2,), generator=rng).tolist()
             view = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
@@ -341,7 +342,7 @@ class BNMatching(Generator):
             opt.step()
             with torch.no_grad():
                 x.clamp_(0, 1)
-        return x.detach()
+        return x.detach().cpu()
 
     def generate(self, labels: torch.Tensor, seed: int) -> torch.Tensor:
         """Images optimised class by class in batches of `synthesis_batch` (slow: every image
@@ -370,4 +371,6 @@ class BNMatching(Generator):
     def soft_labels(self, images: ImageSet | torch.Tensor) -> torch.Tensor:
         """The DP classifier's class probabilities for images (N x classes): soft labels."""
         x = images.x if isinstance(images, ImageSet) else images
-        return torch.cat([torch.softmax(self.classifier(x[i : i + 1000]), 1) for i in range(0, len(x), 1000)])
+        return torch.cat([
+            torch.softmax(self.classifier(x[i : i + 1000].to(self.device)), 1).cpu() for i in range(0, len(x), 1000)
+        ])

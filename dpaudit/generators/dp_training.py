@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dpaudit import distributed
+from dpaudit.nets import device_of, seeded_generator
 from dpaudit.privacy import PrivacyBudget, calibrating, composed_epsilon
 
 
@@ -97,7 +98,7 @@ class DPSGD:
         self.rank, self.world = distributed.world()
         self.model = model
         self.module = GradSampleModule(DPDDP(model) if self.world > 1 else model, loss_reduction="mean")
-        self.noise = torch.Generator().manual_seed(seed)
+        self.noise = seeded_generator(device_of(model), seed)  # opacus draws the noise on the weights' device
         # Each process divides by its share of the expected batch and the optimizer divides the
         # sum over processes by their number: the mean over the whole expected batch either way.
         optimizer_class = DistributedDPOptimizer if self.world > 1 else DPOptimizer

@@ -39,6 +39,7 @@ from dpaudit.errors import DpauditError
 from dpaudit.generators.base import Generator, Positive, PrivacyReport, register
 from dpaudit.generators.dicesgd import DiceSGDOptimizer
 from dpaudit.images import ImageSet
+from dpaudit.nets import seeded_generator
 from dpaudit.privacy import PrivacyBudget, dpsgd_noise
 
 # Seeds of the per-step random generators: step t of a run with seed s uses s * STRIDE + t, so
@@ -58,7 +59,9 @@ class NoiseInjection(nn.Module):
         self.scale = nn.Parameter(torch.full((1, channels, 1, 1), float(init)))
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        # An explicit generator may live on the CPU (seeded draws, the same on every device).
+        device = x.device if generator is None else generator.device
+        noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
         return x + self.scale * noise
 
 
@@ -219,12 +222,12 @@ class DPSGDGAN(Generator):
         if cfg.optimizer == "dpsgd":
             return DPOptimizer(
                 adam, noise_multiplier=noise_multiplier, max_grad_norm=cfg.clip,
-                expected_batch_size=batch_size, loss_reduction="mean", generator=torch.Generator(),
+                expected_batch_size=batch_size, loss_reduction="mean", generator=seeded_generator(self.device, 0),
             )
         return DiceSGDOptimizer(
             adam, noise_multiplier=noise_multiplier, max_grad_norm=cfg.clip, error_max_norm=cfg.error_clip,
             residual_max_norm=cfg.residual_clip, feedback_share=cfg.feedback_share,
-            expected_batch_size=batch_size, generator=torch.Generator(),
+            expected_batch_size=batch_size, generator=seeded_generator(self.device, 0),
         )
 
     def _check_config(self) -> None:
@@ -385,5 +388,5 @@ class DPSGDGAN(Generator):
         out = []
         for chunk in labels.split(1000):
             z = torch.randn(len(chunk), self.config.latent_dim, generator=rng).to(self.device)
-            out.append(net(z, chunk.to(self.device), rng).cpu())
+            out.append(net(z, chunk.to(self.device), rng))
         return torch.cat(out)

@@ -105,7 +105,7 @@ class Autoencoder(nn.Module):
 
 def time_embedding(t: torch.Tensor, timesteps: int, dim: int = 32) -> torch.Tensor:
     """Sinusoidal embedding of integer times (any shape) -> shape + (dim,)."""
-    freqs = torch.exp(-math.log(1000.0) * torch.arange(dim // 2) / (dim // 2))
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(dim // 2, device=t.device) / (dim // 2))
     angle = (t.float() / timesteps * 1000.0).unsqueeze(-1) * freqs
     return torch.cat([angle.sin(), angle.cos()], -1)
 
@@ -158,9 +158,9 @@ class LatentDiffusion(Generator):
             budget, [(q_ae, t_ae, cfg.ae_noise_weight), (q_dm, t_dm, cfg.diffusion_noise_weight)], cfg.accountant
         )
         torch.manual_seed(seed)
-        self.autoencoder = Autoencoder(self.shape, cfg.latent_dim, cfg.ae_width)
-        self.denoiser = Denoiser(cfg.latent_dim, self.num_classes, cfg.diffusion_hidden, cfg.diffusion_layers)
-        self.alpha_bar = alpha_bars(cfg.timesteps)
+        self.autoencoder = Autoencoder(self.shape, cfg.latent_dim, cfg.ae_width).to(self.device)
+        self.denoiser = Denoiser(cfg.latent_dim, self.num_classes, cfg.diffusion_hidden, cfg.diffusion_layers).to(self.device)
+        self.alpha_bar = alpha_bars(cfg.timesteps).to(self.device)
         ae = DPSGD(self.autoencoder, torch.optim.Adam(self.autoencoder.parameters(), lr=cfg.ae_lr), n=n,
                    sample_rate=q_ae, noise_multiplier=sigma_ae, max_grad_norm=cfg.ae_max_grad_norm, seed=seed + 10)
         dm = DPSGD(self.denoiser, torch.optim.Adam(self.denoiser.parameters(), lr=cfg.diffusion_lr), n=n,
@@ -173,11 +173,11 @@ class LatentDiffusion(Generator):
         def save():
             self.checkpoint.maybe_save(ae.step + dm.step, lambda: {"autoencoder": ae.state_dict(), "diffusion": dm.state_dict()})
 
-        x = members.x
+        x = members.x.to(self.device)
 
         def ae_loss(module, idx, rng):
             z = self.autoencoder.encode(x[idx])
-            noisy = z + cfg.ae_latent_noise * torch.randn(z.shape, generator=rng)
+            noisy = z + cfg.ae_latent_noise * torch.randn(z.shape, generator=rng).to(z.device)
             recon = F.binary_cross_entropy_with_logits(self.autoencoder.decode_logits(noisy), x[idx], reduction="none")
             return recon.flatten(1).mean(1) + cfg.ae_latent_penalty * (z**2).mean(1)
 
@@ -186,16 +186,16 @@ class LatentDiffusion(Generator):
         with torch.no_grad():
             latents = torch.cat([self.autoencoder.encode(x[i : i + 2048]) for i in range(0, n, 2048)])
             latents = latents.clamp(-cfg.latent_bound, cfg.latent_bound)
-        y = members.y
+        y = members.y.to(self.device)
 
         def dm_loss(module, idx, rng):
             k = cfg.noise_multiplicity
             z0 = latents[idx].unsqueeze(1).expand(-1, k, -1)
-            t = torch.randint(0, cfg.timesteps, (len(idx), k), generator=rng)
-            eps = torch.randn(z0.shape, generator=rng)
+            t = torch.randint(0, cfg.timesteps, (len(idx), k), generator=rng).to(z0.device)
+            eps = torch.randn(z0.shape, generator=rng).to(z0.device)
             ab = self.alpha_bar[t].unsqueeze(-1)
             labels = y[idx].unsqueeze(1).expand(-1, k).clone()
-            labels[torch.rand(labels.shape, generator=rng) < cfg.label_dropout] = self.num_classes
+            labels[torch.rand(labels.shape, generator=rng).to(z0.device) < cfg.label_dropout] = self.num_classes
             pred = module(ab.sqrt() * z0 + (1 - ab).sqrt() * eps, t, labels, cfg.timesteps)
             return ((pred - eps) ** 2).mean((1, 2))
 
@@ -221,11 +221,11 @@ class LatentDiffusion(Generator):
         times = torch.linspace(cfg.timesteps - 1, 0, cfg.sample_steps).round().long()
         out = []
         for i in range(0, len(labels), 2000):
-            y = labels[i : i + 2000]
-            z = torch.randn(len(y), cfg.latent_dim, generator=rng)
+            y = labels[i : i + 2000].to(self.device)
+            z = torch.randn(len(y), cfg.latent_dim, generator=rng).to(self.device)
             null = torch.full_like(y, self.num_classes)
             for j, t in enumerate(times):
-                tt = torch.full((len(y),), int(t))
+                tt = torch.full((len(y),), int(t), device=self.device)
                 eps = self.denoiser(z, tt, y, cfg.timesteps)
                 if cfg.guidance:
                     eps = (1 + cfg.guidance) * eps - cfg.guidance * self.denoiser(z, tt, null, cfg.timesteps)

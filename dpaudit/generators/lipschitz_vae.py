@@ -78,6 +78,12 @@ class SpectralLinear(nn.Module):
         self.u = F.normalize(torch.randn(out_features, generator=generator), dim=0)
         self.v = F.normalize(torch.randn(in_features, generator=generator), dim=0)
 
+    def _apply(self, fn, recurse=True):
+        # u and v are plain tensors (see above): move and cast them with the weights.
+        super()._apply(fn, recurse)
+        self.u, self.v = fn(self.u), fn(self.v)
+        return self
+
     @torch.no_grad()
     def power_iteration(self, iterations: int = 1) -> None:
         for _ in range(iterations):
@@ -167,7 +173,7 @@ class LipschitzVAEGenerator(Generator):
         steps = steps_for(cfg.epochs, q)
         (sigma,) = calibrate_noise(budget, [(q, steps, 1.0)], cfg.accountant)
         torch.manual_seed(seed)
-        self.model = LipschitzVAE(self.shape, self.num_classes, cfg, torch.Generator().manual_seed(seed + 3))
+        self.model = LipschitzVAE(self.shape, self.num_classes, cfg, torch.Generator().manual_seed(seed + 3)).to(self.device)
         layers = self.model.spectral_layers()
         for layer in layers:
             layer.power_iteration(20)
@@ -177,14 +183,14 @@ class LipschitzVAEGenerator(Generator):
         if saved is not None:
             dp.load_state_dict(saved["dpsgd"])
             for layer, (u, v) in zip(layers, saved["power"]):
-                layer.u, layer.v = u, v
-        x, y = members.x, members.y
+                layer.u, layer.v = u.to(self.device), v.to(self.device)
+        x, y = members.x.to(self.device), members.y.to(self.device)
         pixels = math.prod(self.shape)
         kl_const = cfg.latent_std**2 - 1 - 2 * math.log(cfg.latent_std)
 
         def loss(module, idx, rng):
             mu = self.model.encode_mean(x[idx], y[idx])
-            z = mu + cfg.latent_std * torch.randn(mu.shape, generator=rng)
+            z = mu + cfg.latent_std * torch.randn(mu.shape, generator=rng).to(mu.device)
             recon = F.binary_cross_entropy_with_logits(self.model.decode_logits(z, y[idx]), x[idx], reduction="none").flatten(1).sum(1)
             kl = 0.5 * ((mu**2).sum(1) + cfg.latent_dim * kl_const)
             return (recon + cfg.beta * kl) / pixels
@@ -226,5 +232,6 @@ class LipschitzVAEGenerator(Generator):
     @torch.no_grad()
     def generate(self, labels: torch.Tensor, seed: int) -> torch.Tensor:
         rng = torch.Generator().manual_seed(seed)
-        z = torch.randn(len(labels), self.config.latent_dim, generator=rng)
+        z = torch.randn(len(labels), self.config.latent_dim, generator=rng).to(self.device)
+        labels = labels.to(self.device)
         return torch.cat([torch.sigmoid(self.model.decode_logits(z[i : i + 2000], labels[i : i + 2000])) for i in range(0, len(labels), 2000)])

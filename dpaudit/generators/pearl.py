@@ -138,6 +138,12 @@ class FourierFeatures:
         self.frequencies = self.directions / self.scales
         self.amplitude = share.sqrt()
 
+    def to(self, device: torch.device) -> "FourierFeatures":
+        """The same map, computed on `device`."""
+        self.directions, self.scales = self.directions.to(device), self.scales.to(device)
+        self.frequencies, self.amplitude = self.frequencies.to(device), self.amplitude.to(device)
+        return self
+
     @property
     def dim(self) -> int:
         return 2 * self.frequencies.shape[1]
@@ -151,7 +157,7 @@ def class_sums(features: FourierFeatures, images: ImageSet, num_classes: int, ba
     """Per-class sums of phi(x) (classes x D) and per-class counts, exact, on the private data."""
     sums = torch.zeros(num_classes, features.dim, dtype=torch.float64)
     for i in range(0, len(images), batch_size):
-        phi = features(images.x[i : i + batch_size]).double()
+        phi = features(images.x[i : i + batch_size].to(features.frequencies.device)).double().cpu()
         sums.index_add_(0, images.y[i : i + batch_size], phi)
     counts = torch.bincount(images.y, minlength=num_classes).double()
     return sums, counts
@@ -176,10 +182,10 @@ class EmbeddingGenerator(Generator):
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         cfg = self.config
-        self.features = FourierFeatures(members.x[0].numel(), cfg.features, cfg.length_scales, seed)
+        self.features = FourierFeatures(members.x[0].numel(), cfg.features, cfg.length_scales, seed).to(self.device)
         torch.manual_seed(seed)
         self.model = DECODERS[cfg.decoder](cfg.latent_dim, self.num_classes, self.shape, cfg.width)
-        self.log_precision = torch.zeros(members.x[0].numel(), requires_grad=True)
+        self.log_precision = torch.zeros(members.x[0].numel(), device=self.device, requires_grad=True)
         sigma_emb, sigma_count = calibrate(budget, cfg.count_noise_ratio, cfg.accountant)
         history = [(sigma_emb, 1.0, 1), (sigma_count, 1.0, 1)]
         epsilon = composed_epsilon(history, budget.delta, cfg.accountant) if budget.is_private else math.inf
@@ -252,6 +258,7 @@ class EmbeddingGenerator(Generator):
 
     def _fit_decoder(self, step: int, rng: torch.Generator, saved: dict | None) -> None:
         cfg = self.config
+        self.model.to(self.device).train()  # before the optimizer takes the weights (PyTorch's advice)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         critic = torch.optim.Adam([self.log_precision], lr=cfg.critic_lr)
         if saved is not None:
@@ -259,15 +266,14 @@ class EmbeddingGenerator(Generator):
             critic.load_state_dict(saved["critic"])
             with torch.no_grad():
                 self.log_precision.copy_(saved["log_precision"])
-        self.model.to(self.device).train()
         self.targets = self.targets.to(self.device)
-        labels = torch.arange(cfg.batch_size) % self.num_classes
+        labels = (torch.arange(cfg.batch_size) % self.num_classes).to(self.device)
         bar = tqdm(total=cfg.steps, initial=step, desc=self.name, disable=not self.progress, leave=False)
         while step < cfg.steps:
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
             z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=rng)
-            terms = self._loss_terms(self.model(z.to(self.device), labels.to(self.device)).cpu(), labels)
+            terms = self._loss_terms(self.model(z.to(self.device), labels), labels)
             if self.adversarial:
                 weights = self._frequency_weights()
                 critic.zero_grad(set_to_none=True)
@@ -292,7 +298,7 @@ class EmbeddingGenerator(Generator):
             "model": self.model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "critic": critic.state_dict(),
-            "log_precision": self.log_precision.detach().clone(),
+            "log_precision": self.log_precision.detach().cpu(),
             "targets": self.targets.cpu(),
             "class_counts": self.class_counts,
         }
@@ -304,7 +310,7 @@ class EmbeddingGenerator(Generator):
         for i in range(0, len(labels), 1000):
             y = labels[i : i + 1000]
             z = torch.randn(len(y), self.config.latent_dim, generator=rng)
-            out.append(self.model(z.to(self.device), y.to(self.device)).cpu())
+            out.append(self.model(z.to(self.device), y.to(self.device)))
         return torch.cat(out)
 
 

@@ -78,7 +78,8 @@ def test_gradient_matching_leaks_members_only_for_a_memorizer(results):
     memorizer = results["memorizer"]["gradient_matching"]
     disjoint = results["disjoint"]["gradient_matching"]
     # Both inversions work: the reconstructions resemble the attacked images (noise: about 5 dB).
-    assert _value(memorizer, "batch_psnr") > 14 and _value(disjoint, "batch_psnr") > 14
+    # The inversion is chaotic in rounding (another CPU gives other kernels): 13.7 to 18 dB seen.
+    assert _value(memorizer, "batch_psnr") > 12 and _value(disjoint, "batch_psnr") > 12
     # Memorizer: the attacked image is a member, so the nearest member is at least as close.
     assert memorizer.details["label_accuracy"] == 1.0 and "iDLG" in memorizer.details["labels"]
     for member, batch in zip(memorizer.details["member_psnr"], memorizer.details["batch_psnr"]):
