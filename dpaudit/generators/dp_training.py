@@ -15,6 +15,16 @@ whole member set and trains on its share (every N-th sampled record); opacus' DP
 noise once, on rank 0, so a step is the single-process step (up to the order of summation) and
 the accountant's history is the same.
 
+Clipping runs one of two ways, with the same result (the sum of every record's gradient clipped
+to `max_grad_norm`; then one Gaussian noise, the same accountant history): `per-sample`, opacus'
+GradSampleModule, forms each record's gradient, clips and sums; `ghost`, opacus' fast gradient
+clipping, gets each record's gradient norm from a layer's activations and backprops (in closed
+form for nn.Linear and SpectralLinear, from per-sample gradients that are dropped for other
+layers), then backpropagates the loss weighted by the clipping factors a second time. Ghost
+clipping never holds B copies of the largest weights, which is where the per-sample path spends
+its time and memory on wide linear layers; a generator picks the faster one for its model
+(benchmarks/bench_dp_step.py).
+
 `calibrate_noise` splits one (epsilon, delta) budget over several stages: stage i gets the noise
 multiplier c * w_i for weights w_i, and c is the smallest value (by bisection) for which opacus'
 accountant, given ALL stages in one history, reports at most the budget's epsilon. The
@@ -31,7 +41,13 @@ from typing import Callable, Sequence
 import torch
 from opacus import GradSampleModule
 from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
-from opacus.optimizers import DistributedDPOptimizer, DPOptimizer
+from opacus.grad_sample import GradSampleModuleFastGradientClipping
+from opacus.optimizers import (
+    DistributedDPOptimizer,
+    DistributedDPOptimizerFastGradientClipping,
+    DPOptimizer,
+    DPOptimizerFastGradientClipping,
+)
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -80,7 +96,8 @@ class DPSGD:
     `loss_fn(module, indices, rng)` returns one loss per sampled record (a tensor [B]); the
     module is opacus' GradSampleModule around `model`, `rng` a seeded torch generator for the
     method's own randomness. With noise_multiplier 0 (a non-private run) gradients are still
-    clipped, so the only difference to the private run is the noise."""
+    clipped, so the only difference to the private run is the noise. `clipping`: "per-sample" or
+    "ghost" (the module docstring)."""
 
     def __init__(
         self,
@@ -92,16 +109,27 @@ class DPSGD:
         noise_multiplier: float,
         max_grad_norm: float,
         seed: int,
+        clipping: str = "per-sample",
     ):
+        if clipping not in CLIPPING:
+            raise ValueError(f"clipping must be one of {CLIPPING}, not {clipping!r}")
+        self.clipping = clipping
         self.n, self.sample_rate = n, sample_rate
         self.noise_multiplier, self.max_grad_norm = noise_multiplier, max_grad_norm
         self.rank, self.world = distributed.world()
         self.model = model
-        self.module = GradSampleModule(DPDDP(model) if self.world > 1 else model, loss_reduction="mean")
+        wrapped = DPDDP(model) if self.world > 1 else model
+        if clipping == "ghost":
+            self.module = GradSampleModuleFastGradientClipping(wrapped, max_grad_norm=max_grad_norm, loss_reduction="mean")
+        else:
+            self.module = GradSampleModule(wrapped, loss_reduction="mean")
         self.noise = seeded_generator(device_of(model), seed)  # opacus draws the noise on the weights' device
         # Each process divides by its share of the expected batch and the optimizer divides the
         # sum over processes by their number: the mean over the whole expected batch either way.
-        optimizer_class = DistributedDPOptimizer if self.world > 1 else DPOptimizer
+        optimizer_class = {
+            ("per-sample", False): DPOptimizer, ("per-sample", True): DistributedDPOptimizer,
+            ("ghost", False): DPOptimizerFastGradientClipping, ("ghost", True): DistributedDPOptimizerFastGradientClipping,
+        }[clipping, self.world > 1]
         self.optimizer = optimizer_class(
             optimizer,
             noise_multiplier=noise_multiplier,
@@ -146,8 +174,7 @@ class DPSGD:
             with warnings.catch_warnings():
                 # opacus' hooks fire on module outputs when the inputs need no gradient: expected.
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                # An empty Poisson batch still takes a (pure-noise) step, as the accountant assumes.
-                (losses.mean() if len(idx) else losses.sum()).backward()
+                self._backward(losses)
             self.optimizer.step()
             self.step += 1
             bar.update(1)
@@ -157,6 +184,27 @@ class DPSGD:
         self.module.eval()
         # Later use of the model (sampling, synthesis) is post-processing: drop opacus' hooks.
         self.module.to_standard_module()
+
+    def _backward(self, losses: torch.Tensor) -> None:
+        """Leave the sum of the records' clipped gradients where the optimizer adds the noise. An
+        empty Poisson batch still takes a (pure-noise) step, as the accountant assumes."""
+        first = losses.mean() if len(losses) else losses.sum()
+        if self.clipping == "per-sample":
+            first.backward()
+            return
+        # Ghost clipping, as opacus' DPLossFastGradientClipping: the first pass gives the norms...
+        first.backward(retain_graph=True)
+        coefficients = self.module.get_clipping_coef()
+        self.optimizer.zero_grad(set_to_none=True)
+        # ... the second, without hooks, the gradient of the clipped-weighted sum.
+        self.module.disable_hooks()
+        try:
+            (coefficients * losses).sum().backward()
+        finally:
+            self.module.enable_hooks()
+        for p in self.model.parameters():  # a weight the batch did not reach (an empty batch)
+            if p.requires_grad and p.grad is None:
+                p.grad = torch.zeros_like(p)
 
     def history_entry(self) -> tuple[float, float, int]:
         """(noise multiplier, sampling rate, steps taken): this stage in the accountant's history."""
@@ -182,6 +230,9 @@ class DPSGD:
             self.rng.set_state(state["rng"])
         else:  # rank 0 saved its own draws; the others start afresh where the run stopped
             self.rng.manual_seed(self._rng_seed(self.step))
+
+
+CLIPPING = ("per-sample", "ghost")
 
 
 def sample_rate_for(batch_size: int, n: int) -> float:

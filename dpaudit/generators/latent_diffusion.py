@@ -70,6 +70,8 @@ class LatentDiffusionConfig:
     label_dropout: float = 0.1  # share of draws trained unconditionally (classifier-free guidance)
     guidance: float = 0.0  # classifier-free guidance weight at sampling (0: plain conditional)
     accountant: Literal["rdp", "prv"] = "rdp"
+    # how DP-SGD clips (dpaudit/generators/dp_training.py): the same result, the faster for these models (both stages)
+    clipping: Literal["per-sample", "ghost"] = "per-sample"
 
 
 class Autoencoder(nn.Module):
@@ -162,9 +164,11 @@ class LatentDiffusion(Generator):
         self.denoiser = Denoiser(cfg.latent_dim, self.num_classes, cfg.diffusion_hidden, cfg.diffusion_layers).to(self.device)
         self.alpha_bar = alpha_bars(cfg.timesteps).to(self.device)
         ae = DPSGD(self.autoencoder, torch.optim.Adam(self.autoencoder.parameters(), lr=cfg.ae_lr), n=n,
-                   sample_rate=q_ae, noise_multiplier=sigma_ae, max_grad_norm=cfg.ae_max_grad_norm, seed=seed + 10)
+                   sample_rate=q_ae, noise_multiplier=sigma_ae, max_grad_norm=cfg.ae_max_grad_norm, seed=seed + 10,
+                   clipping=cfg.clipping)
         dm = DPSGD(self.denoiser, torch.optim.Adam(self.denoiser.parameters(), lr=cfg.diffusion_lr), n=n,
-                   sample_rate=q_dm, noise_multiplier=sigma_dm, max_grad_norm=cfg.diffusion_max_grad_norm, seed=seed + 20)
+                   sample_rate=q_dm, noise_multiplier=sigma_dm, max_grad_norm=cfg.diffusion_max_grad_norm, seed=seed + 20,
+                   clipping=cfg.clipping)
         saved = self.checkpoint.load()
         if saved is not None:
             ae.load_state_dict(saved["autoencoder"])

@@ -1,5 +1,6 @@
 """The shared DP-SGD stage and the calibration of several stages against one budget."""
 
+import copy
 import math
 
 import pytest
@@ -74,3 +75,83 @@ def test_poisson_batches_have_the_binomial_size_and_are_seeded():
 def test_rates_and_steps():
     assert sample_rate_for(256, 1000) == 0.256 and sample_rate_for(5000, 1000) == 1.0
     assert steps_for(2.0, 0.256) == 8
+
+
+# ------------------------------------------------------------------ ghost clipping
+
+def _ghost_models():
+    """(model, input batch, a clipping norm near its records' median gradient norm) for each layer
+    type a DP-SGD generator trains through ghost clipping."""
+    from dpaudit.generators.bn_matching import ChannelAffine
+    from dpaudit.generators.lipschitz_vae import SpectralLinear
+
+    torch.manual_seed(0)  # the layers' initial weights
+    g = torch.Generator().manual_seed(0)
+    return {
+        "linear": (nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), torch.randn(24, 6, generator=g), 1.2),
+        "linear over a record's draws": (nn.Sequential(nn.Linear(6, 8), nn.SiLU(), nn.Linear(8, 3)),
+                                         torch.randn(24, 4, 6, generator=g), 0.32),
+        "spectral": (nn.Sequential(SpectralLinear(6, 8, 2.0, g), nn.ReLU(), SpectralLinear(8, 3, 2.0, g)),
+                     torch.randn(24, 6, generator=g), 9500.0),
+        "conv, transposed conv, group norm, channel affine": (
+            nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.GroupNorm(2, 4, affine=False), ChannelAffine(4), nn.SiLU(),
+                          nn.ConvTranspose2d(4, 2, 4, 2, 1), nn.Flatten(), nn.Linear(2 * 8 * 8, 3)),
+            torch.randn(24, 1, 8, 8, generator=g), 0.38),
+    }
+
+
+def _one_step(model, x, clipping, clip):
+    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=1.0), n=len(x), sample_rate=1.0,
+               noise_multiplier=0.0, max_grad_norm=clip, seed=0, clipping=clipping)
+    dp.train(lambda m, idx, rng: (m(x[idx]) ** 2).flatten(1).mean(1), 1)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("kind", sorted(_ghost_models()))
+def test_ghost_clipping_takes_the_per_sample_step(kind):
+    """Ghost clipping's update equals the per-sample path's (the same clipped sum), with records
+    both under and over the clipping norm."""
+    model, x, clip = _ghost_models()[kind]
+    twin, unclipped = copy.deepcopy(model), copy.deepcopy(model)
+    per_sample = _one_step(model, x, "per-sample", clip)
+    ghost = _one_step(twin, x, "ghost", clip)
+    for a, b in zip(per_sample, ghost):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # ... and clipping did act: without it the step is another
+    assert any(not torch.allclose(a, b) for a, b in zip(per_sample, _one_step(unclipped, x, "per-sample", clip=1e6)))
+
+
+def test_spectral_ghost_norms_are_the_norms_of_its_per_sample_gradients():
+    from dpaudit.generators.lipschitz_vae import SpectralLinear, spectral_linear_grad_sample, spectral_linear_norm_sample
+
+    g = torch.Generator().manual_seed(1)
+    layer = SpectralLinear(7, 5, 1.5, g)
+    activations, backprops = [torch.randn(9, 3, 7, generator=g)], torch.randn(9, 3, 5, generator=g)
+    grads = spectral_linear_grad_sample(layer, activations, backprops)
+    norms = spectral_linear_norm_sample(layer, activations, backprops)
+    for param in (layer.weight, layer.bias):
+        torch.testing.assert_close(norms[param], grads[param].flatten(1).norm(dim=1), rtol=1e-4, atol=1e-6)
+
+
+def test_ghost_clipping_adds_the_noise_once_per_step_and_an_empty_batch_is_pure_noise(monkeypatch):
+    from opacus.optimizers import optimizer_fast_gradient_clipping
+
+    calls = []
+    real = optimizer_fast_gradient_clipping._generate_noise
+    monkeypatch.setattr(optimizer_fast_gradient_clipping, "_generate_noise", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = nn.Linear(3, 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=1.0), n=5, sample_rate=1e-9, noise_multiplier=1.0,
+               max_grad_norm=1.0, seed=0, clipping="ghost")
+    x = torch.randn(5, 3)
+    dp.train(lambda m, idx, rng: m(x[idx]).sum(1), 3)
+    assert len(calls) == 3 * 2  # one draw per parameter tensor per step
+    assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before))  # the noise moved them
+    assert dp.history_entry() == (1.0, 1e-9, 3)
+
+
+def test_an_unknown_clipping_mode_is_refused():
+    model = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="clipping"):
+        DPSGD(model, torch.optim.SGD(model.parameters(), lr=0.1), n=10, sample_rate=0.5, noise_multiplier=1.0,
+              max_grad_norm=1.0, seed=0, clipping="fast")
