@@ -101,7 +101,7 @@ class BNMatchingConfig:
     flip: bool = False  # random horizontal flips (off: digits are not mirror-symmetric)
     accountant: Literal["rdp", "prv"] = "rdp"
     # how DP-SGD clips (dpaudit/generators/dp_training.py): the same result, the faster for this model
-    clipping: Literal["per-sample", "ghost"] = "per-sample"
+    clipping: Literal["per-sample", "ghost"] = "ghost"
 
 
 class ChannelAffine(nn.Module):

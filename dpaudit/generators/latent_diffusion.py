@@ -71,7 +71,7 @@ class LatentDiffusionConfig:
     guidance: float = 0.0  # classifier-free guidance weight at sampling (0: plain conditional)
     accountant: Literal["rdp", "prv"] = "rdp"
     # how DP-SGD clips (dpaudit/generators/dp_training.py): the same result, the faster for these models (both stages)
-    clipping: Literal["per-sample", "ghost"] = "per-sample"
+    clipping: Literal["per-sample", "ghost"] = "ghost"
 
 
 class Autoencoder(nn.Module):

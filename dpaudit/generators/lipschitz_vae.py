@@ -65,7 +65,7 @@ class LipschitzVAEConfig:
     max_grad_norm: Positive[float] = 1.0
     accountant: Literal["rdp", "prv"] = "rdp"
     # how DP-SGD clips (dpaudit/generators/dp_training.py): the same result, the faster for this model
-    clipping: Literal["per-sample", "ghost"] = "per-sample"
+    clipping: Literal["per-sample", "ghost"] = "ghost"
 
 
 class SpectralLinear(nn.Module):

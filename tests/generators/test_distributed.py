@@ -26,12 +26,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """{"single": rank 0 of one process, "ranks": [rank 0, rank 1] of two}."""
+@pytest.fixture(scope="module", params=["per-sample", "ghost"])
+def runs(tmp_path_factory, request):
+    """{"single": rank 0 of one process, "ranks": [rank 0, rank 1] of two}, for each way of clipping."""
     single, pair = tmp_path_factory.mktemp("single"), tmp_path_factory.mktemp("pair")
-    distributed_worker.train(single, 0)
-    mp.spawn(distributed_worker.spawned, args=(2, str(pair), free_port()), nprocs=2, join=True)
+    distributed_worker.train(single, 0, request.param)
+    mp.spawn(distributed_worker.spawned, args=(2, str(pair), free_port(), request.param), nprocs=2, join=True)
     load = lambda path: torch.load(path, weights_only=True)  # noqa: E731
     return {"single": load(single / "rank0.pt"), "ranks": [load(pair / f"rank{r}.pt") for r in (0, 1)]}
 
