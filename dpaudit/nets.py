@@ -95,19 +95,14 @@ def seeded_generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 def to_device(x: torch.Tensor, device: torch.device, memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
-    """x copied to `device`; to a GPU through page-locked memory, without blocking the host (the
-    copy overlaps the work already queued). A slice of a tensor kept in `pinned` memory is pinned already."""
+    """x copied to `device`; to a GPU through a page-locked copy of the batch, without blocking the
+    host (the copy overlaps the work already queued). Only the batch is pinned, never a whole set:
+    page-locked memory is taken from the machine for as long as it is held."""
     if device.type != "cuda":
         return x.to(device, memory_format=memory_format)
     if not x.is_pinned():
         x = x.pin_memory()
     return x.to(device, non_blocking=True, memory_format=memory_format)
-
-
-def pinned(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """x in page-locked memory when `device` is a GPU, so that `to_device` copies its slices
-    asynchronously; x itself otherwise."""
-    return x.pin_memory() if device.type == "cuda" and not x.is_pinned() else x
 
 
 @dataclass
@@ -168,7 +163,6 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) ->
     """Logits of `model` on x, in eval mode, batched, on the model's device; returned on the CPU."""
     model.eval()
     device = device_of(model)
-    x = pinned(x, device)
     with image_layout(model, x.dim() == 4) as layout:
         return torch.cat([
             model(to_device(x[i : i + batch_size], device, layout)).cpu() for i in range(0, len(x), batch_size)

@@ -44,7 +44,7 @@ from dpaudit.cache import cache_dir, entry_path, load_entry, save_entry
 from dpaudit.datasets import Reference
 from dpaudit.errors import DpauditError
 from dpaudit.images import ImageSet, to_uint8
-from dpaudit.nets import LeNet, pinned, resolve_device, to_device, train_classifier
+from dpaudit.nets import LeNet, resolve_device, to_device, train_classifier
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 WEIGHTS_INDEX = WEIGHTS_DIR / "lenet.json"
@@ -119,9 +119,9 @@ class FeatureExtractor:
             )
         self.module.eval()
         starts = range(0, len(images), self.batch_size)
-        out, x = [], pinned(images.x, self.device)
+        out = []
         for i in tqdm(starts, desc=f"features {images.name}", leave=False, disable=len(starts) < 20):
-            batch = to_device(x[i : i + self.batch_size], self.device)
+            batch = to_device(images.x[i : i + self.batch_size], self.device)
             if self.preprocess is not None:
                 batch = self.preprocess(batch)
             out.append(self.module(batch).reshape(len(batch), -1).float().cpu())

@@ -94,7 +94,8 @@ class DPSGD:
     """One DP-SGD stage: `train(loss_fn, steps)` runs Poisson-sampled, clipped, noised steps.
 
     `loss_fn(module, indices, rng)` returns one loss per sampled record (a tensor [B]); the
-    module is opacus' GradSampleModule around `model`, `rng` a seeded torch generator for the
+    module is opacus' GradSampleModule (or, with `clipping="ghost"`, its fast-gradient-clipping
+    variant) around `model`, `rng` a seeded torch generator for the
     method's own randomness. With noise_multiplier 0 (a non-private run) gradients are still
     clipped, so the only difference to the private run is the noise. `clipping`: "per-sample" or
     "ghost" (the module docstring)."""
