@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opacus import GradSampleModule
+
 from dpaudit.generators.dp_training import DPSGD, calibrate_noise, sample_rate_for, steps_for
 from dpaudit.privacy import PrivacyBudget
 from tests.generators.opacus_reference import opacus_epsilon
@@ -80,45 +82,69 @@ def test_rates_and_steps():
 # ------------------------------------------------------------------ ghost clipping
 
 def _ghost_models():
-    """(model, input batch, a clipping norm near its records' median gradient norm) for each layer
-    type a DP-SGD generator trains through ghost clipping."""
+    """(model, its inputs, a clipping norm near its records' median gradient norm) for each layer
+    type a DP-SGD generator trains through: nn.Linear (also over a record's K draws),
+    SpectralLinear, Conv2d, ConvTranspose2d, GroupNorm, ChannelAffine, and dpsgd-gan's
+    discriminator (convolutions, Embedding)."""
     from dpaudit.generators.bn_matching import ChannelAffine
+    from dpaudit.generators.dpsgd_gan import CondDiscriminator
     from dpaudit.generators.lipschitz_vae import SpectralLinear
 
     torch.manual_seed(0)  # the layers' initial weights
     g = torch.Generator().manual_seed(0)
     return {
-        "linear": (nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), torch.randn(24, 6, generator=g), 1.2),
+        "linear": (nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), (torch.randn(24, 6, generator=g),), 1.2),
         "linear over a record's draws": (nn.Sequential(nn.Linear(6, 8), nn.SiLU(), nn.Linear(8, 3)),
-                                         torch.randn(24, 4, 6, generator=g), 0.32),
+                                         (torch.randn(24, 4, 6, generator=g),), 0.32),
         "spectral": (nn.Sequential(SpectralLinear(6, 8, 2.0, g), nn.ReLU(), SpectralLinear(8, 3, 2.0, g)),
-                     torch.randn(24, 6, generator=g), 9500.0),
+                     (torch.randn(24, 6, generator=g),), 9500.0),
         "conv, transposed conv, group norm, channel affine": (
             nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.GroupNorm(2, 4, affine=False), ChannelAffine(4), nn.SiLU(),
                           nn.ConvTranspose2d(4, 2, 4, 2, 1), nn.Flatten(), nn.Linear(2 * 8 * 8, 3)),
-            torch.randn(24, 1, 8, 8, generator=g), 0.38),
+            (torch.randn(24, 1, 8, 8, generator=g),), 0.38),
+        "dpsgd-gan discriminator (conv, embedding)": (
+            CondDiscriminator((1, 8, 8), 3, 2), (torch.rand(24, 1, 8, 8, generator=g), torch.arange(24) % 3), 0.64),
     }
 
 
-def _one_step(model, x, clipping, clip):
-    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=1.0), n=len(x), sample_rate=1.0,
+def _record_losses(model, inputs, idx):
+    """One loss a record: the mean square of every output the model returns."""
+    outputs = model(*[t[idx] for t in inputs])
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return sum((o**2).reshape(len(o), -1).mean(1) for o in outputs)
+
+
+def _one_step(model, inputs, clipping, clip):
+    dp = DPSGD(model, torch.optim.SGD(model.parameters(), lr=1.0), n=len(inputs[0]), sample_rate=1.0,
                noise_multiplier=0.0, max_grad_norm=clip, seed=0, clipping=clipping)
-    dp.train(lambda m, idx, rng: (m(x[idx]) ** 2).flatten(1).mean(1), 1)
+    dp.train(lambda m, idx, rng: _record_losses(m, inputs, idx), 1)
     return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("kind", sorted(_ghost_models()))
+def test_opacus_per_sample_gradients_equal_autograd_record_by_record(kind):
+    model, inputs, _ = _ghost_models()[kind]
+    reference = copy.deepcopy(model)
+    module = GradSampleModule(model, loss_reduction="mean")
+    _record_losses(module, inputs, torch.arange(len(inputs[0]))).mean().backward()
+    for i in (0, 7, 23):
+        grads = torch.autograd.grad(_record_losses(reference, inputs, torch.tensor([i])).sum(), list(reference.parameters()))
+        for p, g in zip(model.parameters(), grads):
+            torch.testing.assert_close(p.grad_sample[i], g, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", sorted(_ghost_models()))
 def test_ghost_clipping_takes_the_per_sample_step(kind):
     """Ghost clipping's update equals the per-sample path's (the same clipped sum), with records
     both under and over the clipping norm."""
-    model, x, clip = _ghost_models()[kind]
+    model, inputs, clip = _ghost_models()[kind]
     twin, unclipped = copy.deepcopy(model), copy.deepcopy(model)
-    per_sample = _one_step(model, x, "per-sample", clip)
-    ghost = _one_step(twin, x, "ghost", clip)
+    per_sample = _one_step(model, inputs, "per-sample", clip)
+    ghost = _one_step(twin, inputs, "ghost", clip)
     for a, b in zip(per_sample, ghost):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     # ... and clipping did act: without it the step is another
-    assert any(not torch.allclose(a, b) for a, b in zip(per_sample, _one_step(unclipped, x, "per-sample", clip=1e6)))
+    assert any(not torch.allclose(a, b) for a, b in zip(per_sample, _one_step(unclipped, inputs, "per-sample", clip=1e6)))
 
 
 def test_spectral_ghost_norms_are_the_norms_of_its_per_sample_gradients():
