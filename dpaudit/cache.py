@@ -43,14 +43,26 @@ def entry_path(kind: str, prefix: str, depends_on: dict) -> Path:
 
 
 def save_entry(path: Path, entry: Any) -> bytes:
-    """torch.save `entry` to `path` atomically; returns the bytes written."""
+    """torch.save `entry` to `path` atomically, its tensors moved to the CPU (an entry written
+    by a GPU run loads on any machine); returns the bytes written."""
     import torch  # here, not at the top: `dpaudit datasets` finds the cache without torch
 
     buffer = io.BytesIO()
-    torch.save(entry, buffer)
+    torch.save(_on_cpu(entry), buffer)
     data = buffer.getvalue()
     write_atomic(path, data)
     return data
+
+
+def _on_cpu(entry: Any) -> Any:
+    """`entry` (tensors inside dicts, lists and tuples) with every tensor on the CPU."""
+    if hasattr(entry, "cpu") and hasattr(entry, "device"):
+        return entry.cpu()
+    if isinstance(entry, dict):
+        return {k: _on_cpu(v) for k, v in entry.items()}
+    if isinstance(entry, (list, tuple)):
+        return type(entry)(_on_cpu(v) for v in entry)
+    return entry
 
 
 def shipped_name(path: Path) -> str:

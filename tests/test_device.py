@@ -52,8 +52,12 @@ def off_device(fallbacks: list[str]) -> list[str]:
     return sorted({f for f in fallbacks if not f.startswith(CPU_BY_DESIGN) and ":__init__" not in f})
 
 
+def check_metric_values(check) -> dict:
+    return {name: metric.value for name, metric in check.metrics.items()}
+
+
 def metric_values(result) -> dict:
-    return {(check, name): metric.value for check, c in result.checks.items() for name, metric in c.metrics.items()}
+    return {(name, metric): v for name, check in result.checks.items() for metric, v in check_metric_values(check).items()}
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +104,7 @@ def test_a_training_audit_trains_its_runs_on_the_device(digits):
         on_device = audited("meta")
     assert off_device(emulation.fallbacks) == []
     assert on_device.details["verdict"] == on_cpu.details["verdict"]
-    assert metric_values_of(on_device) == pytest.approx(metric_values_of(on_cpu), rel=1e-5, abs=1e-6)
-
-
-def metric_values_of(check) -> dict:
-    return {name: metric.value for name, metric in check.metrics.items()}
+    assert check_metric_values(on_device) == pytest.approx(check_metric_values(on_cpu), rel=1e-5, abs=1e-6)
 
 
 def test_the_emulation_catches_a_tensor_left_on_the_cpu():

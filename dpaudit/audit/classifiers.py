@@ -151,7 +151,7 @@ def cached_trtr(members: ImageSet, config: ClassifierConfig, seed: int, device: 
             pass  # a stale entry: train again and overwrite it
     fitted = fit_classifier(members, members.num_classes, config, config.trtr_max_train, seed, device, "TRTR classifier")
     save_entry(path, {
-        "state": {k: v.cpu() for k, v in fitted.model.state_dict().items()}, "train_idx": fitted.train_idx, "val_idx": fitted.val_idx,
+        "state": fitted.model.state_dict(), "train_idx": fitted.train_idx, "val_idx": fitted.val_idx,
         "epochs": fitted.epochs, "best_epoch": fitted.best_epoch, "val_accuracy": fitted.val_accuracy,
     })
     return fitted

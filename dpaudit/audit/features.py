@@ -304,8 +304,7 @@ def _cached_lenet(members: ImageSet, device: torch.device) -> tuple[LeNet, str, 
         except RuntimeError:
             pass  # a stale entry (another architecture): train again and overwrite it
     model = train_lenet(members, device=device, progress="training the LeNet feature net on the members")
-    state = {k: v.cpu() for k, v in model.state_dict().items()}  # readable on any machine
-    return model, file_sha256(save_entry(path, state)), path
+    return model, file_sha256(save_entry(path, model.state_dict())), path
 
 
 # ---------------------------------------------------------------- Inception-v3

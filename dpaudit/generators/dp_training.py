@@ -90,6 +90,9 @@ def calibrate_noise(
     return [hi * w for _, _, w in stages]
 
 
+CLIPPING = ("per-sample", "ghost")  # the ways DPSGD clips (the module docstring)
+
+
 class DPSGD:
     """One DP-SGD stage: `train(loss_fn, steps)` runs Poisson-sampled, clipped, noised steps.
 
@@ -231,9 +234,6 @@ class DPSGD:
             self.rng.set_state(state["rng"])
         else:  # rank 0 saved its own draws; the others start afresh where the run stopped
             self.rng.manual_seed(self._rng_seed(self.step))
-
-
-CLIPPING = ("per-sample", "ghost")
 
 
 def sample_rate_for(batch_size: int, n: int) -> float:
