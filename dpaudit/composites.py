@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from dpaudit.neighbors import nearest_neighbors
+from dpaudit.pixels import Pixels, as_pixels
 
 # The L2-nearest candidates whose pairs are tried as blends (and whose windows as partial copies),
 # and the members nearest in direction to a member's residual, for the nearest and the two of the
@@ -90,22 +91,25 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def residual_candidates(queries: torch.Tensor, refs: torch.Tensor, nearest: torch.Tensor,
+def residual_candidates(queries: torch.Tensor, refs: torch.Tensor | Pixels, nearest: torch.Tensor,
                         k: int = RESIDUAL_CANDIDATES, pool: int = 1) -> torch.Tensor:
     """The k members nearest in direction (cosine) to what each query's `nearest` member leaves
     unexplained once scaled by least squares: the other source of a blend w a + (1 - w) b with
     a the nearest is the member most parallel to (1 - w) b. With `pool` > 1 the search runs on
     images averaged over pool x pool blocks (pool^2 times cheaper, a little less sharp)."""
-    q, a = queries.float(), refs[nearest].float()
+    refs = as_pixels(refs)
+    q, a = queries.float(), refs[nearest]
     scale = ((q * a).flatten(1).sum(1) / (a * a).flatten(1).sum(1).clamp_min(1e-12)).clamp(0, 1)
-    residual, refs = q - scale[:, None, None, None] * a, refs.float()
-    if pool > 1:
-        residual, refs = F.avg_pool2d(residual, pool), F.avg_pool2d(refs, pool)
-    _, idx = nearest_neighbors(_unit(residual), _unit(refs), k=k)
+    residual = q - scale[:, None, None, None] * a
+
+    def searched(images: torch.Tensor) -> torch.Tensor:  # the rows the search compares
+        return _unit(F.avg_pool2d(images, pool) if pool > 1 else images)
+
+    _, idx = nearest_neighbors(searched(residual), refs.map(searched), k=k)
     return idx
 
 
-def best_blends(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor, search_pool: int = 1) -> Blends:
+def best_blends(queries: torch.Tensor, refs: torch.Tensor | Pixels, candidates: torch.Tensor, search_pool: int = 1) -> Blends:
     """The best blend of two members for each query, given its L2-nearest candidates (N x K
     reference indices, nearest first), scored against the best pair disjoint from it. Two
     rounds: the pairs of the first BLEND_CANDIDATES of them and the RESIDUAL_CANDIDATES of the
@@ -120,18 +124,17 @@ def best_blends(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Ten
     return _best_pair(queries, refs, torch.cat([found, *more], 1))
 
 
-def _best_pair(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor) -> Blends:
+def _best_pair(queries: torch.Tensor, refs: torch.Tensor | Pixels, candidates: torch.Tensor) -> Blends:
     """Over all pairs of each query's candidates, the pair and weight with the smallest squared
     residual, its ratio to the best pair sharing no member with it."""
     k = candidates.shape[1]
     i, j = torch.triu_indices(k, k, offset=1)
-    flat = refs.flatten(1)
 
     def chunk(x, cand):
         # Every pair's residual from inner products alone (the Gram matrix of the query and its
         # candidates), not from the n x pairs x pixels differences: x ~ w a + (1 - w) b <=>
         # x - b ~ w (a - b), so w = <x - b, a - b> / |a - b|^2, kept in [0, 1].
-        c = flat[cand].double()  # n x K x D
+        c = refs[cand].flatten(2).double()  # n x K x D
         x = x.flatten(1).double()
         gram = c @ c.transpose(1, 2)  # n x K x K
         xc = (c @ x[:, :, None])[..., 0]  # n x K
@@ -158,7 +161,7 @@ def patch_side(height: int, width: int) -> int:
     return max(1, round(PATCH_FRACTION * min(height, width)))
 
 
-def best_partials(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor) -> Partials:
+def best_partials(queries: torch.Tensor, refs: torch.Tensor | Pixels, candidates: torch.Tensor) -> Partials:
     """Each query's best partial match among its first BLEND_CANDIDATES candidates (N x K
     distinct reference indices): for each candidate the window of side `patch_side` holding the
     most squared difference is left out; the candidate with the least difference outside it

@@ -1,8 +1,9 @@
 """ImageSet, the one image container of dpaudit, with its readers and writers.
 
 Every reader validates what it reads and raises :class:`DpauditError` with one sentence
-naming the file. Conversions (uint8 -> float, HWC -> CHW) happen here, at the edge, and
-nowhere else: inside dpaudit images are float32 N x C x H x W in [0, 1].
+naming the file. Layouts are settled here (HWC -> CHW, N x C x H x W); values are kept as
+read (8-bit stays 8-bit, an uncompressed `.npz` or `.npy` of 8-bit images is memory-mapped)
+and every reader of an ImageSet sees float32 in [0, 1] (dpaudit.pixels converts per batch).
 
 Input files are untrusted: sizes are read from headers and checked against
 :func:`memory_budget` before anything is allocated, nothing is unpickled, and data that could
@@ -12,6 +13,7 @@ mean two things (a float pixel of 1.5) is refused rather than guessed at.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import hashlib
 import math
@@ -22,7 +24,7 @@ import tokenize
 import warnings
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,6 +33,7 @@ import torch
 from PIL import Image
 
 from dpaudit.errors import DpauditError, quote_path
+from dpaudit.pixels import Pixels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Largest image (in pixels) a reader accepts; PIL's own bomb check is tied to this.
@@ -107,43 +110,64 @@ def _check_budget(path, claim: str, elements: int, stored: int, note: str = "") 
         )
 
 
-@dataclass
 class ImageSet:
-    """Images as float32 N x C x H x W in [0, 1], optional int64 labels, and provenance."""
+    """Images N x C x H x W read as float32 in [0, 1], optional int64 labels, and provenance.
 
-    x: torch.Tensor
-    y: torch.Tensor | None = None
-    num_classes: int | None = None
-    name: str = "images"
-    source: str = ""
-    _fingerprint: str | None = field(default=None, repr=False, compare=False)
+    The pixels are kept as stored (`pixels`, dpaudit.pixels): float32, or 8-bit in memory or
+    memory-mapped from disk, and converted per read: `take(idx)` and `batches()` read some of
+    them, `x` all of them (a float32 copy of the whole set unless it is stored as float32:
+    for sets known to be small, never for the members or the synthetic set of a large audit).
+    `x` may be a float32 or uint8 tensor, a uint8 numpy array (memory-mapped or not), or Pixels.
+    """
 
-    def __post_init__(self) -> None:
-        if self.x.dtype != torch.float32 or self.x.dim() != 4:
-            raise ValueError("ImageSet.x must be a float32 tensor N x C x H x W")
-        if self.y is not None:
-            if self.y.dtype != torch.int64 or self.y.shape != (len(self.x),):
+    def __init__(self, x, y: torch.Tensor | None = None, num_classes: int | None = None,
+                 name: str = "images", source: str = ""):
+        self.pixels = x if isinstance(x, Pixels) else Pixels(x)
+        if self.pixels.fn is not None or len(self.pixels.stored_shape) != 3:
+            raise ValueError("ImageSet pixels must be float32 or uint8 N x C x H x W")
+        if y is not None:
+            if y.dtype != torch.int64 or y.shape != (len(self.pixels),):
                 raise ValueError("ImageSet.y must be an int64 tensor with one label per image")
-            if self.num_classes is None:
-                self.num_classes = int(self.y.max()) + 1 if len(self.y) else 0
+            if num_classes is None:
+                num_classes = int(y.max()) + 1 if len(y) else 0
+        self.y, self.num_classes, self.name, self.source = y, num_classes, name, source
+        self._fingerprint: str | None = None
+
+    def __repr__(self) -> str:
+        return (f"ImageSet(name={self.name!r}, count={len(self)}, shape={self.shape}, "
+                f"stored={self.pixels.data.dtype}, labelled={self.has_labels})")
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.pixels)
+
+    @property
+    def x(self) -> torch.Tensor:
+        """Every image as float32 N x C x H x W (a converted copy unless stored as float32)."""
+        return self.pixels.float()
+
+    def take(self, indices) -> torch.Tensor:
+        """The images at `indices` (a slice, or ints of any shape) as float32."""
+        return self.pixels[indices]
+
+    def batches(self, size: int | None = None):
+        """(start, float32 images start..start + size) over the set, in order."""
+        return self.pixels.blocks(size)
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
-        return tuple(self.x.shape[1:])
+        return self.pixels.stored_shape
 
     @property
     def has_labels(self) -> bool:
         return self.y is not None
 
     def subset(self, indices, name: str | None = None) -> "ImageSet":
-        """The images at `indices` (a sequence or tensor of ints), labels kept."""
+        """The images at `indices` (a sequence or tensor of ints), labels kept, in memory as
+        stored (8-bit stays 8-bit)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         return ImageSet(
-            self.x[idx],
+            self.pixels.subset(idx),
             None if self.y is None else self.y[idx],
             self.num_classes,
             name or self.name,
@@ -154,8 +178,11 @@ class ImageSet:
         """sha256 of the pixels (as uint8) and labels: equal content, equal fingerprint."""
         if self._fingerprint is None:
             h = hashlib.sha256()
-            h.update(str(tuple(self.x.shape)).encode())
-            h.update(to_uint8(self.x).numpy().tobytes())
+            h.update(str((len(self), *self.shape)).encode())
+            for block in self.pixels.stored_blocks():
+                if isinstance(block, torch.Tensor):
+                    block = (block if block.dtype == torch.uint8 else to_uint8(block)).cpu().numpy()
+                h.update(block.tobytes())
             if self.y is not None:
                 h.update(self.y.numpy().tobytes())
             self._fingerprint = h.hexdigest()
@@ -210,8 +237,8 @@ def from_array(
         raise DpauditError(f"{src}: images of {n_pixels} pixels exceed the limit of {MAX_PIXELS}.")
     if pixels.size == 0:
         raise DpauditError(f"{src}: the images have no pixels (shape {pixels.shape}).")
-    if pixels.dtype == np.uint8:
-        x = torch.from_numpy(np.array(pixels, dtype=np.float32)).div_(255)
+    if pixels.dtype == np.uint8:  # kept as 8-bit (read as float per batch); a memory map stays one
+        x = pixels if isinstance(pixels, np.memmap) else torch.from_numpy(np.array(pixels, order="C"))
     elif pixels.dtype == np.uint16:  # 16-bit PNG or a uint16 array: the full 16-bit range
         x = torch.from_numpy(np.array(pixels, dtype=np.float32)).div_(65535)
     elif np.issubdtype(pixels.dtype, np.floating) or np.issubdtype(pixels.dtype, np.integer):
@@ -285,7 +312,7 @@ def _validate_labels(labels: np.ndarray, n: int, source: str, num_classes: int |
 
 
 def load_images(path: str | Path, *, name: str | None = None, num_classes: int | None = None) -> ImageSet:
-    """Read an image folder, an `.npz` file or an IDX file (plain or .gz) into an ImageSet."""
+    """Read an image folder, an `.npz` or `.npy` file or an IDX file (plain or .gz) into an ImageSet."""
     path = Path(path)
     name = name or path.stem
     if not path.exists():
@@ -297,9 +324,11 @@ def load_images(path: str | Path, *, name: str | None = None, num_classes: int |
         return read_image_folder(path, name=name, num_classes=num_classes)
     if path.suffix == ".npz":
         return read_npz(path, name=name, num_classes=num_classes)
+    if path.suffix == ".npy":
+        return read_npy(path, name=name, num_classes=num_classes)
     if "idx" in path.name or path.name.endswith("-ubyte.gz"):
         return from_array(read_idx(path), name=name, source=str(path), num_classes=num_classes)
-    raise DpauditError(f"{quote_path(path)}: not an image folder, .npz or IDX file.")
+    raise DpauditError(f"{quote_path(path)}: not an image folder, .npz, .npy or IDX file.")
 
 
 def read_image_folder(folder: Path, *, name: str, num_classes: int | None = None) -> ImageSet:
@@ -484,7 +513,9 @@ _NPZ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError,
 
 def read_npz(path: Path, *, name: str, num_classes: int | None = None) -> ImageSet:
     """An `.npz` with array `x` and optional `y`. The zip directory and the .npy headers are
-    read first and checked against memory_budget(); object arrays are refused, never unpickled."""
+    read first and checked against memory_budget(); object arrays are refused, never unpickled.
+    An 8-bit `x` stored uncompressed (np.savez, not savez_compressed) is memory-mapped, not
+    read: it costs no memory and no budget."""
     path = Path(path)
     p = quote_path(path)
     try:
@@ -494,7 +525,7 @@ def read_npz(path: Path, *, name: str, num_classes: int | None = None) -> ImageS
             start = fh.read(6)
         if start == b"\x93NUMPY":
             raise DpauditError(
-                f"{p}: a single .npy array, not an .npz archive; save it with np.savez(path, x=...)."
+                f"{p}: a single .npy array, not an .npz archive; name it .npy, or save it with np.savez(path, x=...)."
             ) from None
         raise DpauditError(f"{p}: cannot read the .npz: it is not a zip archive, as np.savez writes.") from None
     except _NPZ_ERRORS as e:
@@ -508,25 +539,30 @@ def read_npz(path: Path, *, name: str, num_classes: int | None = None) -> ImageS
                 raise DpauditError(f"{p}: the .npz holds no array named 'x' (found {shown}).")
             keys = ["x", "y"] if "y" in members else ["x"]
             headers = {key: _npy_header(path, archive, members[key], key) for key in keys}
+            mapped = members["x"].compress_type == zipfile.ZIP_STORED and _mappable(headers["x"])
             stored = 0
             for key in keys:  # x, then x and y together
-                shape, dtype, data_bytes = headers[key]
-                stored += math.prod(shape) * dtype.itemsize
-                note = _header_is_wrong("the member", data_bytes, math.prod(shape) * dtype.itemsize)
+                header = headers[key]
+                stored += 0 if key == "x" and mapped else header.promised
                 _check_budget(
-                    path, f"array {key!r} claims shape {_shape(shape)} of {dtype}",
-                    elements=math.prod(headers["x"][0]), stored=stored, note=note,
+                    path, f"array {key!r} claims shape {_shape(header.shape)} of {header.dtype}",
+                    elements=0 if mapped else math.prod(headers["x"].shape), stored=stored,
+                    note=_header_is_wrong("the member", header.data_bytes, header.promised),
                 )
             for key in keys:
-                shape, dtype, data_bytes = headers[key]
-                if data_bytes != math.prod(shape) * dtype.itemsize:
+                header = headers[key]
+                if header.data_bytes != header.promised:
                     raise DpauditError(
-                        f"{p}: array {key!r} holds {data_bytes} data bytes, its header promises "
-                        f"{math.prod(shape) * dtype.itemsize} (shape {_shape(shape)} of {dtype}); the file is "
+                        f"{p}: array {key!r} holds {header.data_bytes} data bytes, its header promises "
+                        f"{header.promised} (shape {_shape(header.shape)} of {header.dtype}); the file is "
                         "truncated or corrupt."
                     )
             arrays = {}
             for key in keys:
+                if key == "x" and mapped:
+                    offset = _zip_data_offset(path, members[key]) + headers[key].header_bytes
+                    arrays[key] = _memory_map(path, headers[key], offset)
+                    continue
                 with archive.open(members[key]) as fh:
                     arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
     except DpauditError:
@@ -534,6 +570,70 @@ def read_npz(path: Path, *, name: str, num_classes: int | None = None) -> ImageS
     except _NPZ_ERRORS as e:
         raise DpauditError(f"{p}: cannot read the .npz ({_cause(e)}).") from None
     return from_array(arrays["x"], arrays.get("y"), name=name, source=str(path), num_classes=num_classes)
+
+
+def read_npy(path: Path, *, name: str, num_classes: int | None = None) -> ImageSet:
+    """A `.npy` of unlabelled images, memory-mapped when 8-bit and in C order, else read
+    (checked against memory_budget()); object arrays are refused, never unpickled."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            header = _read_npy_header(path, fh, f"{quote_path(path)}: ", "x")
+            header = dataclasses.replace(header, data_bytes=os.fstat(fh.fileno()).st_size - header.header_bytes)
+            if header.data_bytes < header.promised:
+                raise DpauditError(
+                    f"{quote_path(path)}: the file holds {header.data_bytes} data bytes, its header promises "
+                    f"{header.promised} (shape {_shape(header.shape)} of {header.dtype}); it is truncated."
+                )
+            if _mappable(header):
+                pixels = _memory_map(path, header, header.header_bytes)
+            else:
+                _check_budget(path, f"the array claims shape {_shape(header.shape)} of {header.dtype}",
+                              elements=math.prod(header.shape), stored=header.promised)
+                pixels = np.lib.format.read_array(fh, allow_pickle=False)
+    except DpauditError:
+        raise
+    except _NPZ_ERRORS as e:
+        raise DpauditError(f"{quote_path(path)}: cannot read the .npy ({_cause(e)}).") from None
+    return from_array(pixels, name=name, source=str(path), num_classes=num_classes)
+
+
+@dataclass(frozen=True)
+class _NpyHeader:
+    """What a .npy header says, and where its data starts (bytes after the header's start)."""
+
+    shape: tuple[int, ...]
+    fortran_order: bool
+    dtype: np.dtype
+    header_bytes: int
+    data_bytes: int  # what the container really holds after the header
+
+    @property
+    def promised(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _mappable(header: _NpyHeader) -> bool:
+    """8-bit images in C order map straight onto N x H x W (x C) rows."""
+    return header.dtype == np.uint8 and not header.fortran_order and len(header.shape) in (3, 4)
+
+
+def _memory_map(path: Path, header: _NpyHeader, offset: int) -> np.memmap:
+    """The array's data in the file at `offset`, mapped read-only."""
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=header.shape)
+
+
+def _zip_data_offset(path: Path, info: zipfile.ZipInfo) -> int:
+    """Where a stored zip member's bytes start in the file: after its local header (30 bytes,
+    the name and the extra field; their lengths are the local header's own, which may differ
+    from the central directory's). Hand-written: zipfile has no public offset of a member's data."""
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        raise DpauditError(f"{quote_path(path)}: member {info.filename!r} has a corrupt local zip header.")
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    return info.header_offset + 30 + name_length + extra_length
 
 
 def _npz_members(path: Path, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
@@ -549,27 +649,30 @@ def _npz_members(path: Path, archive: zipfile.ZipFile) -> dict[str, zipfile.ZipI
     return members
 
 
-def _npy_header(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str):
-    """(shape, dtype, data bytes) of one .npy member, from its header and the zip directory's
-    uncompressed size, without reading the data."""
-    p = quote_path(path)
+def _npy_header(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> _NpyHeader:
+    """The header of one .npy member, with the zip directory's uncompressed size for the data
+    bytes, without reading the data."""
     with archive.open(info) as fh:
-        try:
-            version = np.lib.format.read_magic(fh)
-        except ValueError:
-            raise DpauditError(f"{p}: member {info.filename!r} is not a .npy array (no .npy magic bytes).") from None
-        reader = _NPY_HEADER_READERS.get(version)
-        if reader is None:
-            raise DpauditError(
-                f"{p}: member {info.filename!r} is .npy format {version[0]}.{version[1]}; dpaudit reads 1.0 and 2.0."
-            )
-        try:
-            with warnings.catch_warnings():  # literal_eval of a crafted header warns about escapes
-                warnings.simplefilter("ignore")
-                shape, _, dtype = reader(fh)
-        except _NPY_HEADER_ERRORS as e:
-            raise DpauditError(f"{p}: member {info.filename!r} has a malformed .npy header ({_cause(e)}).") from None
-        header_bytes = fh.tell()
+        header = _read_npy_header(path, fh, f"{quote_path(path)}: member {info.filename!r} ", key)
+    return dataclasses.replace(header, data_bytes=max(0, info.file_size - header.header_bytes))
+
+
+def _read_npy_header(path: Path, fh, what: str, key: str) -> _NpyHeader:
+    """Read a .npy header from `fh` (left at the data); `what` begins each error message."""
+    p = quote_path(path)
+    try:
+        version = np.lib.format.read_magic(fh)
+    except ValueError:
+        raise DpauditError(f"{what}is not a .npy array (no .npy magic bytes).") from None
+    reader = _NPY_HEADER_READERS.get(version)
+    if reader is None:
+        raise DpauditError(f"{what}is .npy format {version[0]}.{version[1]}; dpaudit reads 1.0 and 2.0.")
+    try:
+        with warnings.catch_warnings():  # literal_eval of a crafted header warns about escapes
+            warnings.simplefilter("ignore")
+            shape, fortran_order, dtype = reader(fh)
+    except _NPY_HEADER_ERRORS as e:
+        raise DpauditError(f"{what}has a malformed .npy header ({_cause(e)}).") from None
     if dtype.hasobject:
         raise DpauditError(
             f"{p}: array {key!r} has dtype object, which would need unpickling; refused, since "
@@ -577,7 +680,7 @@ def _npy_header(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, key
         )
     if any(d < 0 for d in shape):
         raise DpauditError(f"{p}: array {key!r} claims the impossible shape {_shape(shape)}.")
-    return shape, dtype, max(0, info.file_size - header_bytes)
+    return _NpyHeader(tuple(shape), bool(fortran_order), dtype, fh.tell(), 0)
 
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

@@ -8,7 +8,11 @@ torch matrix product; either way they are re-measured directly so that near-ties
 exactly, and both give the same neighbours. $DPAUDIT_NN_BACKEND = torch | faiss forces one.
 Searches too large for exact search take candidates from an approximate faiss index instead
 (dpaudit/approximate_search.py: chosen by size or `--nn-index`, its recall measured each time).
-Rows are flattened, so images and features both work.
+Rows are flattened, so images and features both work. References may be Pixels
+(dpaudit.pixels: 8-bit or memory-mapped images, maybe through a per-image function): those
+whose float32 rows fit in STREAM_ABOVE_BYTES are converted and searched as above; larger ones
+are searched exactly block by block as they are read (torch's blocked product; never held
+converted, so that the search's memory does not grow with the reference set).
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from tqdm.auto import tqdm
 
 from dpaudit import faiss_engine
 from dpaudit.approximate_search import approximate_candidates, chosen_index
+from dpaudit.pixels import Pixels
 
 # Extra L2 candidates whose distances are recomputed exactly: the expanded formula loses
 # precision to cancellation, so near-ties may come out of the matrix product misordered.
 CANDIDATE_MARGIN = 4
 BACKENDS = ("torch", "faiss")
+# References (Pixels) whose float32 rows would take more are streamed, never held converted.
+STREAM_ABOVE_BYTES = 1 << 30
 
 
 def backend() -> str:
@@ -71,7 +78,7 @@ def _faiss_candidates(r: torch.Tensor, n_cand: int):
 
 def nearest_neighbors(
     queries: torch.Tensor,
-    refs: torch.Tensor,
+    refs: torch.Tensor | Pixels,
     k: int = 1,
     block_size: int = 2048,
     ref_block_size: int = 16384,
@@ -83,10 +90,15 @@ def nearest_neighbors(
     index or a blocked matrix product of `ref_block_size` references; or, for very large
     searches, an approximate index: dpaudit/approximate_search.py) are re-measured directly
     (float64 sums); ties go to the lower index. Exact unless an approximate index was chosen.
-    Rows are flattened, so images (N x C x H x W) and features (N x D) both work.
+    Rows are flattened, so images (N x C x H x W) and features (N x D) both work. Pixels
+    references over STREAM_ABOVE_BYTES as float32 are searched block by block (`_streamed_search`).
     """
     if len(refs) == 0:
         raise ValueError(f"cannot match {tuple(queries.shape)} queries against no references")
+    if isinstance(refs, Pixels):
+        if not refs.is_float_tensor and refs.float_bytes() > STREAM_ABOVE_BYTES:
+            return _streamed_search(queries, refs, k, block_size, progress)
+        refs = refs.float()
     q0 = queries.reshape(len(queries), -1).float()
     r0 = refs.reshape(len(refs), -1).float()
     if q0.shape[1] != r0.shape[1]:
@@ -120,16 +132,57 @@ def nearest_neighbors(
     return out_d, out_i
 
 
-def _remeasure(queries: torch.Tensor, refs: torch.Tensor, candidate_ids: torch.Tensor, k: int):
+def _streamed_search(queries: torch.Tensor, refs: Pixels, k: int, block_size: int, progress: str | None):
+    """nearest_neighbors over references read (and converted) one block at a time: the same
+    candidates by the expanded formula, each reference block against every query block (the
+    references are read once), then re-measured directly on the candidates read back by index."""
+    q0 = queries.reshape(len(queries), -1).float()
+    k = min(k, len(refs))
+    n_cand = min(len(refs), k + CANDIDATE_MARGIN)
+    center = None  # a centre near the data (the first block's mean) is all the cancellation needs
+    best_d = best_i = None
+    blocks = refs.blocks()
+    total = -(-len(refs) // refs.rows_per_block())
+    for start, block in tqdm(blocks, desc=progress, total=total, disable=progress is None, leave=False, delay=2):
+        r = block.reshape(len(block), -1)
+        if center is None:
+            if r.shape[1] != q0.shape[1]:
+                raise ValueError(f"cannot match {tuple(q0.shape)} queries against references of {r.shape[1]} values")
+            center = r.mean(0)
+            q = q0 - center
+        r = r - center
+        r_sq = (r * r).sum(1)
+        vals, ids = [], []
+        for qs in range(0, len(q), block_size):
+            d = torch.addmm(r_sq, q[qs : qs + block_size], r.T, alpha=-2)
+            v, i = d.topk(min(n_cand, d.shape[1]), dim=1, largest=False, sorted=False)
+            vals.append(v)
+            ids.append(i + start)
+        vals, ids = torch.cat(vals), torch.cat(ids)
+        if best_d is not None:
+            vals, ids = torch.cat([best_d, vals], 1), torch.cat([best_i, ids], 1)
+            vals, pos = vals.topk(min(n_cand, vals.shape[1]), dim=1, largest=False, sorted=False)
+            ids = ids.gather(1, pos)
+        best_d, best_i = vals, ids
+    out_d = torch.empty(len(q0), k, dtype=torch.float32)
+    out_i = torch.empty(len(q0), k, dtype=torch.long)
+    for qs in range(0, len(q0), block_size):
+        block = slice(qs, qs + block_size)
+        out_d[block], out_i[block] = _remeasure(q0[block], refs, best_i[block], k)
+    return out_d, out_i
+
+
+def _remeasure(queries: torch.Tensor, refs: torch.Tensor | Pixels, candidate_ids: torch.Tensor, k: int):
     """The k nearest of each query's candidates, measured directly on the unshifted data (no
     cancellation, float64 sums), ties to the lower index: (sq_dists, ids)."""
     ids, _ = candidate_ids.sort(1)
-    exact = torch.stack([(queries - refs[ids[:, j]]).double().pow(2).sum(1) for j in range(ids.shape[1])], 1)
+    n = len(queries)
+    exact = torch.stack([(queries - refs[ids[:, j]].reshape(n, -1)).double().pow(2).sum(1) for j in range(ids.shape[1])], 1)
     order = exact.argsort(dim=1, stable=True)[:, :k]
     return exact.gather(1, order).float(), ids.gather(1, order)
 
 
-def nearest_distance(queries: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
+def nearest_distance(queries: torch.Tensor, refs: torch.Tensor | Pixels) -> torch.Tensor:
     """Euclidean distance (float64) from each query row to its nearest row of `refs`."""
     sq_dists, _ = nearest_neighbors(queries, refs, k=1)
     return sq_dists[:, 0].clamp_min(0).sqrt().double()

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dpaudit.errors import DpauditError
+from dpaudit.pixels import Pixels
 
 
 class DPDMClassifier(nn.Module):
@@ -159,8 +160,9 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits of `model` on x, in eval mode, batched, on the model's device; returned on the CPU."""
+def predict_logits(model: nn.Module, x: torch.Tensor | Pixels, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of `model` on x (a tensor, or Pixels read batch by batch), in eval mode, batched,
+    on the model's device; returned on the CPU."""
     model.eval()
     device = device_of(model)
     with image_layout(model, x.dim() == 4) as layout:
@@ -171,7 +173,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) ->
 
 def train_classifier(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Pixels,
     y: torch.Tensor,
     *,
     epochs: int,
@@ -183,7 +185,7 @@ def train_classifier(
     progress: str | None = None,
     precision: str = "float32",
 ) -> TrainLog:
-    """Train with Adam and cross-entropy. With `val`, keep the weights of the epoch with the best
+    """Train with Adam and cross-entropy on x (a tensor, or Pixels read batch by batch). With `val`, keep the weights of the epoch with the best
     validation accuracy (the model is modified in place). Deterministic for a seed on one machine.
     `precision` (`resolve_precision`) "bfloat16": forward and backward under bf16 autocast (the weights, Adam's state
     and the validation stay float32); the quick utility check on MNIST took 30 s instead of 43

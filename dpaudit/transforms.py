@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from dpaudit.neighbors import nearest_neighbors
+from dpaudit.pixels import Pixels, as_pixels
 
 # (query, candidate) pairs measured at once: bounds the re-ranking's memory (their float64 pixels).
 PAIRS_PER_CHUNK = 1 << 15
@@ -112,25 +113,27 @@ def spectrum(images: torch.Tensor) -> torch.Tensor:
     return magnitude[..., rows, : f + 1].flatten(1)
 
 
-def propose(queries: torch.Tensor, refs: torch.Tensor, config: TransformConfig,
+def propose(queries: torch.Tensor, refs: torch.Tensor | Pixels, config: TransformConfig,
             pixel_idx: torch.Tensor | None = None) -> torch.Tensor:
     """[N, K] reference indices worth re-ranking for each query: its L2-nearest in pixels
     (`pixel_idx` where the caller has searched already, else config.candidates of them), then,
     with transformations, the config.candidates nearest by spectrum of the query as it is and
     turned back by each angle (and flipped, where flips are allowed). Duplicates are kept (they
-    re-rank to the same distance)."""
+    re-rank to the same distance). The spectra of every turn are searched at once (the
+    references' spectra computed once, block by block)."""
     k = min(config.candidates, len(refs))
     proposals = [nearest_neighbors(queries, refs, k=k)[1] if pixel_idx is None else pixel_idx]
     if not config.identity_only:
-        ref_rows = spectrum(refs)
         # The spectrum ignores shifts, not turns: the query turned back by each angle proposes too.
         turns = [(0.0, 0.0, -angle, flipped) for angle in (0.0, *config.rotations)
                  for flipped in ((False, True) if config.flips else (False,))]
         thetas = _thetas(turns, *queries.shape[-2:])
-        for turn, theta in zip(turns, thetas):
-            identity = turn == (0.0, 0.0, 0.0, False)
-            turned = queries.float() if identity else move(queries.float(), theta.expand(len(queries), 2, 3))
-            proposals.append(nearest_neighbors(spectrum(turned), ref_rows, k=k)[1])
+        turned = torch.cat([
+            queries.float() if turn == (0.0, 0.0, 0.0, False) else move(queries.float(), theta.expand(len(queries), 2, 3))
+            for turn, theta in zip(turns, thetas)
+        ])
+        _, idx = nearest_neighbors(spectrum(turned), as_pixels(refs).map(spectrum), k=k)
+        proposals += list(idx.reshape(len(turns), len(queries), idx.shape[1]).unbind(0))
     return torch.cat(proposals, 1)
 
 
@@ -163,7 +166,7 @@ def _inverse_thetas(config: TransformConfig, height: int, width: int) -> torch.T
     return torch.linalg.inv(full)[:, :2]
 
 
-def align(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor,
+def align(queries: torch.Tensor, refs: torch.Tensor | Pixels, candidates: torch.Tensor,
           config: TransformConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Each (query, candidate) pair's smallest L2 distance over the transformations (with the
     intensity fitted): (distances [N, K] float64, move index [N, K] into affine_moves(config),
@@ -193,7 +196,7 @@ def align(queries: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor,
     return best, best_move
 
 
-def aligned_pairs(queries: torch.Tensor, refs: torch.Tensor, idx: torch.Tensor, move_idx: torch.Tensor,
+def aligned_pairs(queries: torch.Tensor, refs: torch.Tensor | Pixels, idx: torch.Tensor, move_idx: torch.Tensor,
                   config: TransformConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(queries[i] moved back by its move, refs[idx[i]] with the intensity fitted to it), both
     clamped to [0, 1]: the pair that `align` measured, for SSIM. idx, move_idx: [N]."""
@@ -206,7 +209,7 @@ def aligned_pairs(queries: torch.Tensor, refs: torch.Tensor, idx: torch.Tensor, 
     return back.clamp(0, 1), fitted.clamp(0, 1)
 
 
-def nearest_transformed(queries: torch.Tensor, refs: torch.Tensor,
+def nearest_transformed(queries: torch.Tensor, refs: torch.Tensor | Pixels,
                         config: TransformConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each query's nearest reference up to the transformations: (distance [N] float64, reference
     index [N], move index [N])."""

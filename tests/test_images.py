@@ -356,15 +356,21 @@ Case = namedtuple("Case", "build match budget no_reads", defaults=(None, False))
 BAD_INPUTS = {
     # 1. memory bombs and headers that lie
     "npz-header-claims-1e9-images": Case(
-        lambda t: _npz(t / "bomb.npz", x=_npy_header((10**9, 28, 28)) + bytes(200)),
+        lambda t: _npz(t / "bomb.npz", zipfile.ZIP_DEFLATED, x=_npy_header((10**9, 28, 28)) + bytes(200)),
         r"claims shape \(1000000000, 28, 28\) of uint8, which needs 3.6 TiB.*budget of 8 GiB.*header is wrong",
+        no_reads=True,
+    ),
+    # stored (np.savez): 8-bit images are memory-mapped, so no budget applies; the lie is caught
+    "npz-stored-header-claims-1e9-images": Case(
+        lambda t: _npz(t / "bomb.npz", x=_npy_header((10**9, 28, 28)) + bytes(200)),
+        r"array 'x' holds 200 data bytes, its header promises 784000000000 .*truncated or corrupt",
         no_reads=True,
     ),
     "npz-2MB-deflates-to-2.5M-images": Case(
         _zip_bomb, r"claims shape \(2500000, 28, 28\).*needs 9.1 GiB.*budget of 8 GiB; set DPAUDIT_MEMORY_BUDGET", no_reads=True
     ),
     "npz-over-a-small-budget": Case(
-        lambda t: _savez(t / "small.npz", x=np.zeros((10, 8, 8), np.uint8)), r"needs 3.1 KiB.*budget of 1 KiB", "1K"
+        lambda t: _savez(t / "small.npz", x=np.zeros((10, 8, 8), np.float32)), r"needs 5 KiB.*budget of 1 KiB", "1K"
     ),
     "npz-y-claims-1e12-labels": Case(
         lambda t: _npz(t / "y.npz", x=_npy(_U8), y=_npy_header((10**12,), "<i8")),
@@ -595,7 +601,7 @@ def test_memory_budget_bad_values(monkeypatch, text):
 
 
 def test_a_set_exactly_at_the_budget_reads(tmp_path, monkeypatch):
-    _savez(tmp_path / "a.npz", x=np.zeros((4, 8, 8), np.uint8))
+    np.savez_compressed(tmp_path / "a.npz", x=np.zeros((4, 8, 8), np.uint8))  # read, not mapped
     monkeypatch.setenv("DPAUDIT_MEMORY_BUDGET", str(4 * 64 * 5))  # 1 byte as stored, 4 as float32
     assert len(load_images(tmp_path / "a.npz")) == 4
     monkeypatch.setenv("DPAUDIT_MEMORY_BUDGET", str(4 * 64 * 5 - 1))

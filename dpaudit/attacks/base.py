@@ -31,6 +31,7 @@ from torch import nn
 
 from dpaudit.attacks.auditor import RELEASE_BOUNDS, CanaryScoreAuditor
 from dpaudit.attacks.epsilon import EpsilonBound
+from dpaudit.pixels import Pixels
 from dpaudit.transforms import NO_TRANSFORMS, TransformConfig
 
 # Metric-key suffix -> false-positive rate at which the TPR is reported.
@@ -92,7 +93,7 @@ class MembershipInputs:
     target_labels: torch.Tensor | None
     reference_images: torch.Tensor
     reference_labels: torch.Tensor | None
-    synthetic_images: torch.Tensor
+    synthetic_images: torch.Tensor | Pixels  # the whole synthetic set: Pixels, read by block
     features: Callable[[str], torch.Tensor]
     downstream_model: Callable[[], nn.Module | None]
     make_model: Callable[[], nn.Module]
@@ -101,10 +102,8 @@ class MembershipInputs:
     # the small transformations the pixel-distance attacks see through (the profile's matching.transforms)
     transforms: TransformConfig = NO_TRANSFORMS
 
-    def rows(self, space: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(targets, reference, synthetic) as flat rows of pixels (`space="pixel"`) or features."""
-        if space == "pixel":
-            return self.target_images.flatten(1), self.reference_images.flatten(1), self.synthetic_images.flatten(1)
+    def feature_rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(targets, reference, synthetic) in the audit's feature space."""
         return self.features("targets"), self.features("reference"), self.features("synthetic")
 
 

@@ -68,7 +68,7 @@ def make_canaries(pool: ImageSet, m: int, kind: str, seed: int) -> Canaries:
         )
     rng = np.random.default_rng(seed)
     idx = torch.as_tensor(np.sort(rng.choice(len(pool), size=m, replace=False)), dtype=torch.long)
-    x, y = pool.x[idx].clone(), pool.y[idx].clone()
+    x, y = pool.take(idx), pool.y[idx].clone()
     k = int(pool.num_classes)
     stamps = stamp_at = None
     if kind == "mislabeled":

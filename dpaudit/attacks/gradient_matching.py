@@ -300,12 +300,12 @@ class GradientMatching(ReconstructionAttack):
         model, train_idx = victim.trained()
         generator = torch.Generator().manual_seed(victim.seed)
         pick = train_idx[torch.randperm(len(train_idx), generator=generator)[: config.batches * config.batch_size]]
-        batches = [(victim.images.x[b], victim.images.y[b]) for b in pick.split(config.batch_size)]
+        batches = [(victim.images.take(b), victim.images.y[b]) for b in pick.split(config.batch_size)]
         inversions = attack_batches(model, batches, config, victim.seed, progress=progress)
         images = torch.cat([inv.images for inv in inversions])
         labels = torch.cat([inv.labels for inv in inversions])
         batch_psnr = torch.cat([inv.psnr for inv in inversions])
-        batch_ssim = pairwise_ssim(images, victim.images.x[pick])
+        batch_ssim = pairwise_ssim(images, victim.images.take(pick))
         n = {self.counts: len(images)}
         if victim.is_control:
             metrics = {"control_batch_psnr": Metric(

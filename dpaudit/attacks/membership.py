@@ -131,7 +131,7 @@ def _distance_attacks(space: str):
     def operands(inputs: MembershipInputs):
         if space == "pixel":
             return inputs.target_images, inputs.reference_images, inputs.synthetic_images, inputs.transforms
-        return (*inputs.rows(space), NO_TRANSFORMS)
+        return (*inputs.feature_rows(), NO_TRANSFORMS)
 
     def distance(inputs: MembershipInputs, config: None) -> AttackScores:
         targets, _, synthetic, transforms = operands(inputs)
@@ -152,7 +152,7 @@ for _space in ("pixel", "feature"):  # registered in this order: distance_pixel,
 
 @register_membership_attack("domias", family="synthetic", space="feature", config=DomiasConfig)
 def domias(inputs: MembershipInputs, config: DomiasConfig) -> AttackScores:
-    targets, reference, synthetic = inputs.rows("feature")
+    targets, reference, synthetic = inputs.feature_rows()
     scores = domias_scores(targets, synthetic, reference, n_components=config.n_components, max_fit=config.max_fit,
                            seed=inputs.seed)
     return AttackScores(scores, {"pca_dim": config.n_components})
@@ -160,7 +160,7 @@ def domias(inputs: MembershipInputs, config: DomiasConfig) -> AttackScores:
 
 @register_membership_attack("classifier", family="synthetic", space="feature", config=LoganConfig)
 def logan(inputs: MembershipInputs, config: LoganConfig) -> AttackScores:
-    targets, reference, synthetic = inputs.rows("feature")
+    targets, reference, synthetic = inputs.feature_rows()
     return AttackScores(classifier_scores(targets, synthetic, reference, hidden=config.hidden, max_fit=config.max_fit,
                                           seed=inputs.seed))
 

@@ -195,7 +195,7 @@ class MaliciousTrainer(ReconstructionAttack):
     def reconstruct(self, victim: Victim, config: MemorizationConfig, progress: str) -> Reconstruction:
         images = victim.images
         pick = seeded_sample(len(images), config.max_train, victim.seed)
-        attack = malicious_train(images.x[pick], images.y[pick], victim.num_classes, config, victim.seed, progress=progress,
+        attack = malicious_train(images.take(pick), images.y[pick], victim.num_classes, config, victim.seed, progress=progress,
                                  device=victim.device)
         secrets = pick[attack.secret_idx]
         if victim.is_control:
@@ -210,12 +210,12 @@ class MaliciousTrainer(ReconstructionAttack):
                 n=n,
             ),
             "decode_ssim": Metric(
-                float(pairwise_ssim(attack.decoded, images.x[secrets]).mean()), "info",
+                float(pairwise_ssim(attack.decoded, images.take(secrets)).mean()), "info",
                 "mean SSIM of a decoded image to the synthetic image hidden in the model (attack success)",
                 range=(-1.0, 1.0), n=n,
             ),
             "malicious_test_accuracy": Metric(
-                accuracy(attack.model, test.x, test.y), "info",
+                accuracy(attack.model, test.pixels, test.y), "info",
                 "real test accuracy of the malicious model: it stays useful while it carries the hidden images",
                 range=(0.0, 1.0), n={"test": len(test)},
             ),

@@ -89,8 +89,8 @@ def fit_classifier(
         torch.manual_seed(seed)
         model = make_classifier(images.shape, num_classes)
     log = train_classifier(
-        model, images.x[train_idx], images.y[train_idx], epochs=epochs, seed=seed, batch_size=BATCH_SIZE,
-        val=(images.x[val_idx], images.y[val_idx]), device=device, progress=progress, precision=precision,
+        model, images.take(train_idx), images.y[train_idx], epochs=epochs, seed=seed, batch_size=BATCH_SIZE,
+        val=(images.take(val_idx), images.y[val_idx]), device=device, progress=progress, precision=precision,
     )
     model.eval()
     return TrainedClassifier(model, train_idx, val_idx, epochs, log.best_epoch, log.val_accuracy, precision=precision)

@@ -66,7 +66,7 @@ def train_lenet(members: ImageSet, *, device: str | torch.device = "cpu", progre
     torch.manual_seed(LENET_RECIPE["seed"])  # the initial weights
     model = LeNet(members.shape[0], members.num_classes)
     train_classifier(
-        model, members.x, members.y,
+        model, members.pixels, members.y,
         epochs=lenet_epochs(len(members)), seed=LENET_RECIPE["seed"], lr=LENET_RECIPE["lr"],
         batch_size=LENET_RECIPE["batch_size"], device=device, progress=progress,
     )
@@ -121,7 +121,7 @@ class FeatureExtractor:
         starts = range(0, len(images), self.batch_size)
         out = []
         for i in tqdm(starts, desc=f"features {images.name}", leave=False, disable=len(starts) < 20):
-            batch = to_device(images.x[i : i + self.batch_size], self.device)
+            batch = to_device(images.take(slice(i, i + self.batch_size)), self.device)
             if self.preprocess is not None:
                 batch = self.preprocess(batch)
             out.append(self.module(batch).reshape(len(batch), -1).float().cpu())
@@ -141,31 +141,36 @@ class FeatureExtractor:
 FEATURE_CACHE_KIND = "feature-sets"  # <cache_dir>/feature-sets/<extractor name>-<hash>.pt
 FEATURE_CACHE_FORMAT = 1  # changing what an entry holds changes every key
 
-# pixel_digest's memo: id(tensor) -> (weak reference, version counter, digest).
+# pixel_digest's memo: id(stored array) -> (weak reference, version counter, digest).
 _DIGESTS: dict[int, tuple[weakref.ref, int, str]] = {}
 
 
 def pixel_digest(images: ImageSet) -> str:
-    """sha256 of the exact float32 pixels and their shape: the content the features depend on.
+    """sha256 of the exact pixels (as stored) and their shape: the content the features depend on.
 
     Not `ImageSet.fingerprint()`: that hashes the pixels rounded to uint8 (two float sets one
     rounding apart share it, e.g. a generator's samples and their PNGs) and the labels (which
     features do not depend on), and is slower (0.5-1 s against 0.09 s for 50,000 MNIST-sized
-    images on one core: the uint8 conversion dominates). Memoised per tensor: a tensor changed in
-    place through torch (its version counter moves) or an ImageSet given a new `x` is hashed
-    again; writes through a numpy view of `x` are not seen.
+    images on one core: the uint8 conversion dominates). The pixels as stored are hashed (float32,
+    or 8-bit: a memory-mapped set and the same set read into memory share the digest), block by
+    block. Memoised per stored array: a tensor changed in place through torch (its version
+    counter moves) or an ImageSet given new pixels is hashed again; writes through a numpy view
+    are not seen.
     """
-    x = images.x
-    memo = _DIGESTS.get(id(x))
-    if memo is not None and memo[0]() is x and memo[1] == x._version:
+    data = images.pixels.data
+    version = data._version if isinstance(data, torch.Tensor) else 0
+    memo = _DIGESTS.get(id(data))
+    if memo is not None and memo[0]() is data and memo[1] == version:
         return memo[2]
     h = hashlib.sha256()
-    h.update(f"{tuple(x.shape)} {x.dtype}".encode())
-    h.update(x.detach().cpu().contiguous().numpy())  # no copy for a contiguous CPU tensor
+    dtype = data.dtype if isinstance(data, torch.Tensor) else torch.uint8  # numpy arrays are 8-bit
+    h.update(f"{tuple(data.shape)} {dtype}".encode())
+    for block in images.pixels.stored_blocks():
+        h.update(block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else block)
     digest = h.hexdigest()
-    if memo is None or memo[0]() is not x:
-        weakref.finalize(x, _DIGESTS.pop, id(x), None)
-    _DIGESTS[id(x)] = (weakref.ref(x), x._version, digest)
+    if memo is None or memo[0]() is not data:
+        weakref.finalize(data, _DIGESTS.pop, id(data), None)
+    _DIGESTS[id(data)] = (weakref.ref(data), version, digest)
     return digest
 
 
@@ -372,7 +377,7 @@ def _module_extractor(module: nn.Module, reference: Reference, device: torch.dev
         h.update(key.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     module = module.to(device).eval()
-    sample = reference.members.x[:2]
+    sample = reference.members.take(slice(0, 2))
     with torch.no_grad():
         dim = module(sample.to(device)).reshape(len(sample), -1).shape[1]
     return FeatureExtractor(

@@ -39,7 +39,7 @@ def sample_grid(images: ImageSet, per_row: int = SAMPLE_GRID_SIZE, seed: int = 0
         idx = torch.randperm(len(images), generator=generator)[: per_row * per_row]
         rows = list(idx.split(per_row))
     blank = torch.ones(1, *images.shape)
-    tiles = torch.cat([torch.cat([images.x[row], blank.expand(per_row - len(row), -1, -1, -1)]) for row in rows])
+    tiles = torch.cat([torch.cat([images.take(row), blank.expand(per_row - len(row), -1, -1, -1)]) for row in rows])
     return tile_grid(tiles, per_row, padding=1, enlarge=False)
 
 

@@ -22,6 +22,7 @@ from dpaudit.composites import BLEND_CANDIDATES, Blends, Partials, best_blends, 
 from dpaudit.image_similarity import pairwise_psnr, pairwise_ssim
 from dpaudit.images import ImageSet
 from dpaudit.neighbors import nearest_neighbors
+from dpaudit.pixels import Pixels
 from dpaudit.sampling import seeded_sample
 from dpaudit.transforms import NO_TRANSFORMS, TransformConfig, align, aligned_pairs, propose
 
@@ -64,10 +65,11 @@ class Matches:
 
 
 def match_to_reference(
-    queries: torch.Tensor, refs: torch.Tensor, top_k: int = 5, progress: str | None = None,
+    queries: torch.Tensor, refs: torch.Tensor | Pixels, top_k: int = 5, progress: str | None = None,
     transforms: TransformConfig = NO_TRANSFORMS, composites: bool = False, blend_search_pool: int = 1,
 ) -> Matches:
-    """Match N x C x H x W query images to M x C x H x W reference images: the L2-nearest one with
+    """Match N x C x H x W query images to M x C x H x W reference images (a tensor, or Pixels
+    read block by block: dpaudit.pixels): the L2-nearest one with
     its PSNR and SSIM, and the best SSIM among the `top_k` candidates nearest up to the
     transformations (proposed by the L2 and the transformation-aware search), each measured
     under its best transformation; with `composites`, also the best blend (its second source
@@ -108,7 +110,7 @@ def match_by_class(queries: torch.Tensor, labels: torch.Tensor | None, refs: Ima
     """`match_to_reference` restricted to the reference images of each query's class (all of
     them when `labels` is None); indices point into `refs`."""
     if labels is None or refs.y is None:
-        return match_to_reference(queries, refs.x, top_k, transforms=transforms)
+        return match_to_reference(queries, refs.pixels, top_k, transforms=transforms)
     values = ("l2", "psnr", "ssim", "best_ssim", "moved_l2")
     fields = {name: torch.empty(len(queries)) for name in values}
     fields.update({name: torch.empty(len(queries), dtype=torch.long) for name in ("idx", "best_ssim_idx", "best_ssim_move")})
@@ -116,7 +118,7 @@ def match_by_class(queries: torch.Tensor, labels: torch.Tensor | None, refs: Ima
         rows, pool = torch.nonzero(labels == c).flatten(), torch.nonzero(refs.y == c).flatten()
         if len(pool) == 0:
             pool = torch.arange(len(refs))
-        m = match_to_reference(queries[rows], refs.x[pool], top_k, transforms=transforms)
+        m = match_to_reference(queries[rows], refs.pixels.view(pool), top_k, transforms=transforms)
         for name in (*values, "best_ssim_move"):
             fields[name][rows] = getattr(m, name)
         fields["idx"][rows] = pool[m.idx]
@@ -131,9 +133,9 @@ def holdout_baseline(ctx: AuditContext) -> Matches:
     config = ctx.profile.matching
 
     def compute() -> Matches:
-        holdout = ctx.reference.holdout.x
+        holdout = ctx.reference.holdout
         pick = seeded_sample(len(holdout), config.max_holdout, ctx.seed + 1)
-        return match_to_reference(holdout[pick], ctx.reference.members.x, config.top_k, "holdout vs members",
+        return match_to_reference(holdout.take(pick), ctx.reference.members.pixels, config.top_k, "holdout vs members",
                                   transforms=config.transforms, composites=True,
                                   blend_search_pool=config.blend_search_pool)
 

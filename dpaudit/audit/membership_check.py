@@ -118,11 +118,11 @@ def attack_inputs(ctx: AuditContext, split: TargetSplit) -> MembershipInputs:
 
     labelled = members.y is not None and holdout.y is not None
     return MembershipInputs(
-        target_images=split.targets(members.x, holdout.x),
+        target_images=split.targets(members.pixels, holdout.pixels),
         target_labels=split.targets(members.y, holdout.y) if labelled else None,
-        reference_images=split.reference(holdout.x),
+        reference_images=split.reference(holdout.pixels),
         reference_labels=split.reference(holdout.y) if labelled else None,
-        synthetic_images=ctx.synthetic.x,
+        synthetic_images=ctx.synthetic.pixels,
         features=feature_rows,
         downstream_model=downstream_model,
         make_model=lambda: make_classifier(members.shape, members.num_classes),

@@ -105,8 +105,8 @@ def _add_grid(ctx: AuditContext, result: CheckResult, name: str, out: Reconstruc
         name,
         columns_grid([
             out.images[order],
-            ctx.reference.members.x[members.best_ssim_idx[order]],
-            ctx.synthetic.x[synthetic.best_ssim_idx[order]],
+            ctx.reference.members.take(members.best_ssim_idx[order]),
+            ctx.synthetic.take(synthetic.best_ssim_idx[order]),
         ]),
         caption + " (reconstruction | nearest real member | nearest synthetic image, highest member SSIM first)",
     )

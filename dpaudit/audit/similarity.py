@@ -146,9 +146,9 @@ def run(ctx: AuditContext) -> CheckResult:
     """The similarity check: DCR share, near-copies against the holdout baseline, mean NN SSIM/PSNR."""
     config, matching = ctx.profile.similarity, ctx.profile.matching
     threshold = matching.near_copy_ssim
-    members, holdout = ctx.reference.members.x, ctx.reference.holdout.x
+    members, holdout = ctx.reference.members.pixels, ctx.reference.holdout.pixels
     pick = seeded_sample(len(ctx.synthetic), config.max_synthetic, ctx.seed)
-    synthetic = ctx.synthetic.x[pick]
+    synthetic = ctx.synthetic.take(pick)
     if len(pick) < len(ctx.synthetic):
         ctx.warn(f"similarity: {len(pick)} of {len(ctx.synthetic)} synthetic images matched (profile {ctx.profile.name}).")
 

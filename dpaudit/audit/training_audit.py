@@ -302,8 +302,8 @@ def _add_exposed_figure(result: CheckResult, plans, releases, scores: np.ndarray
         canary = plans[r].canaries.images.subset([i])
         synthetic = releases[r].synthetic
         _, idx = nearest_by_label(canary.x, canary.y, synthetic.x, synthetic.y)
-        canary_tiles.append(canary.x[0])
-        nearest_tiles.append(synthetic.x[idx[0]] if idx[0] >= 0 else torch.ones_like(canary.x[0]))
+        canary_tiles.append(canary.take(0))
+        nearest_tiles.append(synthetic.take(int(idx[0])) if idx[0] >= 0 else torch.ones_like(canary_tiles[-1]))
     result.add_figure("exposed_canaries", columns_grid([torch.stack(canary_tiles), torch.stack(nearest_tiles)]),
                       "The included canaries with the highest scores (left) and the nearest synthetic image of their "
                       "label (right).")

@@ -67,13 +67,14 @@ def run(ctx: AuditContext) -> CheckResult:
     y_test = test.y.numpy()
     n_test = len(test)
 
-    tstr_pred = predict_logits(tstr.model, test.x).argmax(1).numpy()
-    trtr_pred = predict_logits(trtr.model, test.x).argmax(1).numpy()
+    test_x = test.x  # the test set, converted once for the CNNs and scikit-learn
+    tstr_pred = predict_logits(tstr.model, test_x).argmax(1).numpy()
+    trtr_pred = predict_logits(trtr.model, test_x).argmax(1).numpy()
 
     sk_idx = tstr.train_idx[seeded_sample(len(tstr.train_idx), config.sklearn_max_train, ctx.seed + 2)]
-    x_sk = synthetic.x[sk_idx].reshape(len(sk_idx), -1).numpy()
+    x_sk = synthetic.take(sk_idx).reshape(len(sk_idx), -1).numpy()
     y_sk = synthetic.y[sk_idx].numpy()
-    x_test = test.x.reshape(n_test, -1).numpy()
+    x_test = test_x.reshape(n_test, -1).numpy()
     sklearn_models = {
         "logreg": LogisticRegression(max_iter=config.logreg_max_iter, random_state=ctx.seed),
         "mlp": MLPClassifier(hidden_layer_sizes=(100,), max_iter=config.mlp_max_iter, random_state=ctx.seed),

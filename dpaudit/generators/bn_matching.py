@@ -294,7 +294,7 @@ class BNMatching(Generator):
         cfg = self.config
         sums = None
         for i in range(0, len(members), 1000):
-            _, layers = self.classifier.forward_with_stats(members.x[i : i + 1000].to(self.device))
+            _, layers = self.classifier.forward_with_stats(members.take(slice(i, i + 1000)).to(self.device))
             v = clip_rows(per_sample_stats(layers), cfg.stats_clip).double().cpu()  # the release is summed on the CPU
             sums = torch.zeros(self.num_classes, v.shape[1], dtype=torch.float64) if sums is None else sums
             sums.index_add_(0, members.y[i : i + 1000], v)
@@ -373,7 +373,7 @@ class BNMatching(Generator):
     @torch.no_grad()
     def soft_labels(self, images: ImageSet | torch.Tensor) -> torch.Tensor:
         """The DP classifier's class probabilities for images (N x classes): soft labels."""
-        x = images.x if isinstance(images, ImageSet) else images
+        x = images.pixels if isinstance(images, ImageSet) else images
         return torch.cat([
             torch.softmax(self.classifier(x[i : i + 1000].to(self.device)), 1).cpu() for i in range(0, len(x), 1000)
         ])

@@ -157,7 +157,7 @@ def class_sums(features: FourierFeatures, images: ImageSet, num_classes: int, ba
     """Per-class sums of phi(x) (classes x D) and per-class counts, exact, on the private data."""
     sums = torch.zeros(num_classes, features.dim, dtype=torch.float64)
     for i in range(0, len(images), batch_size):
-        phi = features(images.x[i : i + batch_size].to(features.frequencies.device)).double().cpu()
+        phi = features(images.take(slice(i, i + batch_size)).to(features.frequencies.device)).double().cpu()
         sums.index_add_(0, images.y[i : i + batch_size], phi)
     counts = torch.bincount(images.y, minlength=num_classes).double()
     return sums, counts
@@ -182,10 +182,10 @@ class EmbeddingGenerator(Generator):
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         cfg = self.config
-        self.features = FourierFeatures(members.x[0].numel(), cfg.features, cfg.length_scales, seed).to(self.device)
+        self.features = FourierFeatures(math.prod(members.shape), cfg.features, cfg.length_scales, seed).to(self.device)
         torch.manual_seed(seed)
         self.model = DECODERS[cfg.decoder](cfg.latent_dim, self.num_classes, self.shape, cfg.width)
-        self.log_precision = torch.zeros(members.x[0].numel(), device=self.device, requires_grad=True)
+        self.log_precision = torch.zeros(math.prod(members.shape), device=self.device, requires_grad=True)
         sigma_emb, sigma_count = calibrate(budget, cfg.count_noise_ratio, cfg.accountant)
         history = [(sigma_emb, 1.0, 1), (sigma_count, 1.0, 1)]
         epsilon = composed_epsilon(history, budget.delta, cfg.accountant) if budget.is_private else math.inf

@@ -16,6 +16,7 @@ from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import load_extractor
 from dpaudit.audit.fidelity import FidelityConfig
 from dpaudit.audit.profiles import QUICK
+from dpaudit.images import ImageSet
 from dpaudit.sampling import seeded_sample
 from tests.reference import compare_to_reference
 
@@ -173,8 +174,8 @@ def test_run_on_digits_holdout(digits):
 
 
 def test_run_separates_noise_from_real_digits(digits):
-    noise = digits.holdout.subset(range(len(digits.holdout)))
-    noise.x = torch.rand(noise.x.shape, generator=torch.Generator().manual_seed(0))
+    h = digits.holdout
+    noise = ImageSet(torch.rand((len(h), *h.shape), generator=torch.Generator().manual_seed(0)), h.y, h.num_classes)
     real = fidelity.run(context(digits, digits.holdout)).metrics
     fake = fidelity.run(context(digits, noise)).metrics
     assert fake["fid"].value > 10 * real["fid"].value
