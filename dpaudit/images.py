@@ -578,7 +578,7 @@ def read_npy(path: Path, *, name: str, num_classes: int | None = None) -> ImageS
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            header = _read_npy_header(path, fh, f"{quote_path(path)}: ", "x")
+            header = _read_npy_header(path, fh, f"{quote_path(path)}: the file ", "x")
             header = dataclasses.replace(header, data_bytes=os.fstat(fh.fileno()).st_size - header.header_bytes)
             if header.data_bytes < header.promised:
                 raise DpauditError(
@@ -590,6 +590,7 @@ def read_npy(path: Path, *, name: str, num_classes: int | None = None) -> ImageS
             else:
                 _check_budget(path, f"the array claims shape {_shape(header.shape)} of {header.dtype}",
                               elements=math.prod(header.shape), stored=header.promised)
+                fh.seek(0)  # read_array reads the header again
                 pixels = np.lib.format.read_array(fh, allow_pickle=False)
     except DpauditError:
         raise

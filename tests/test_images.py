@@ -625,3 +625,59 @@ def test_a_set_exactly_at_the_budget_reads(tmp_path, monkeypatch):
 )
 def test_quote_path(name, quoted):
     assert quote_path(name) == quoted
+
+
+# ---------------------------------------------------------------- memory-mapped sets
+
+
+def _rgb_set(n=20) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 256, size=(n, 6, 5, 3), dtype=np.uint8), rng.integers(0, 4, size=n)
+
+
+def test_an_uncompressed_npz_of_8_bit_images_is_memory_mapped_and_reads_as_the_compressed_one(tmp_path):
+    x, y = _rgb_set()
+    np.savez(tmp_path / "stored.npz", x=x, y=y)
+    np.savez_compressed(tmp_path / "compressed.npz", x=x, y=y)
+    mapped, read = load_images(tmp_path / "stored.npz"), load_images(tmp_path / "compressed.npz")
+    assert mapped.pixels.memory_mapped and not read.pixels.memory_mapped
+    assert read.pixels.data.dtype == torch.uint8  # 8-bit stays 8-bit in memory too
+    want = torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    assert torch.equal(mapped.x, want) and torch.equal(read.x, want)
+    assert torch.equal(mapped.y, read.y) and mapped.fingerprint() == read.fingerprint()
+    assert torch.equal(mapped.subset([4, 1]).x, want[[4, 1]])
+
+
+def test_a_memory_mapped_set_needs_no_memory_budget(tmp_path, monkeypatch):
+    x, y = _rgb_set()
+    np.savez(tmp_path / "stored.npz", x=x, y=y)
+    monkeypatch.setenv("DPAUDIT_MEMORY_BUDGET", str(y.nbytes))  # the labels fit, the images would not
+    assert len(load_images(tmp_path / "stored.npz")) == 20
+    np.savez_compressed(tmp_path / "compressed.npz", x=x, y=y)
+    with pytest.raises(DpauditError, match="memory budget"):
+        load_images(tmp_path / "compressed.npz")
+
+
+def test_npy_images_are_memory_mapped_when_8_bit_in_c_order_and_read_otherwise(tmp_path):
+    x, _ = _rgb_set()
+    want = torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    np.save(tmp_path / "u8.npy", x)
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(x))
+    np.save(tmp_path / "float.npy", x.astype(np.float32) / 255)
+    for name, mapped in (("u8", True), ("fortran", False), ("float", False)):
+        images = load_images(tmp_path / f"{name}.npy")
+        assert images.pixels.memory_mapped == mapped, name
+        assert torch.allclose(images.x, want, atol=1e-7) and not images.has_labels, name
+
+
+def test_bad_npy_files_are_one_sentence_errors(tmp_path):
+    np.save(tmp_path / "cut.npy", np.zeros((10, 4, 4), np.uint8))
+    data = (tmp_path / "cut.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[:-20])
+    np.save(tmp_path / "objects.npy", np.array([None, 1], dtype=object), allow_pickle=True)
+    (tmp_path / "text.npy").write_text("not an array")
+    for name, match in (("cut", "holds 140 data bytes, its header promises 160"), ("objects", "dtype object"),
+                        ("text", "not a .npy array")):
+        with pytest.raises(DpauditError, match=match) as info:
+            load_images(tmp_path / f"{name}.npy")
+        assert f"{name}.npy" in str(info.value)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from dpaudit import faiss_engine, neighbors
+from dpaudit import faiss_engine, neighbors, pixels
 from dpaudit.neighbors import nearest_distance, nearest_neighbors
+from dpaudit.pixels import Pixels
 from tests.reference import (
     ReferenceCase,
     assert_matches_reference,
@@ -87,6 +88,37 @@ def test_nearest_neighbors_equal_brute_force_with_ties_and_ragged_blocks(case):
     assert dist.shape == idx.shape == (301, k)
     assert idx[5, 0] == 500 and dist[5, 0] == 0
     assert torch.equal(idx[9], idx[10])
+
+
+def streamed(k):
+    """References as Pixels searched block by block (the path of sets too large to convert)."""
+    return ReferenceCase(
+        f"streamed k={k}",
+        ours=lambda q, r: nearest_neighbors(q, Pixels(r.contiguous()).view(torch.arange(len(r))), k=k, block_size=64),
+        reference=lambda q, r: brute_force_neighbors(q, r, k),
+        inputs={**RAGGED, "near-copies at 50 + U(0, 1)": far_from_the_origin(),
+                "near-ties at +-50": near_ties_far_from_the_mean(), "images": images()},
+        rtol=1e-6, atol=1e-8, compare=("values", "indices"),
+    )
+
+
+@reference_cases(streamed(1), streamed(4))
+def test_streamed_references_equal_brute_force(case, monkeypatch):
+    monkeypatch.setattr(neighbors, "STREAM_ABOVE_BYTES", 0)
+    monkeypatch.setattr(pixels, "BLOCK_VALUES", 4000)  # 108 rows of 37 values a block, 200 of 20: ragged
+    streamed_calls = []
+    search = neighbors._streamed_search
+    monkeypatch.setattr(neighbors, "_streamed_search", lambda *a: streamed_calls.append(1) or search(*a))
+    assert_matches_reference(case)
+    assert len(streamed_calls) == len(case.inputs)
+
+
+def test_small_pixels_references_are_converted_and_searched_in_memory(monkeypatch):
+    queries, refs = uniform(50, 300, 12, 4)
+    monkeypatch.setattr(neighbors, "_streamed_search", lambda *a: pytest.fail("a small set was streamed"))
+    got = nearest_neighbors(queries, Pixels(refs).view(torch.arange(300)).map(lambda x: 2 * x), k=3)
+    want = brute_force_neighbors(queries, 2 * refs, 3)
+    assert torch.equal(got[1], want[1]) and torch.allclose(got[0], want[0].float(), rtol=1e-6)
 
 
 def test_nearest_neighbors_exact_where_the_expanded_formula_cancels():

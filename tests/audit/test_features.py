@@ -4,6 +4,7 @@ Inception's missing-weights error, and arbitrary nn.Modules."""
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,7 +13,7 @@ from dpaudit.audit import features, fidelity
 from dpaudit.audit.context import AuditContext
 from dpaudit.audit.features import load_extractor
 from dpaudit.datasets import Reference, load_split
-from dpaudit.images import ImageSet
+from dpaudit.images import ImageSet, load_images
 from dpaudit.errors import DpauditError
 from dpaudit.nets import LeNet, accuracy
 
@@ -409,3 +410,15 @@ def test_an_unwritable_cache_warns_and_returns_the_features(digits, feature_cach
     with pytest.warns(UserWarning, match="could not cache the features of digits-holdout"):
         f = cached(digits.holdout)
     assert torch.equal(f, cached.extractor(digits.holdout))
+
+
+def test_a_memory_mapped_set_and_the_same_set_in_memory_share_their_features(digits, tmp_path):
+    x = (digits.holdout.x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    np.savez(tmp_path / "stored.npz", x=x)
+    np.savez_compressed(tmp_path / "compressed.npz", x=x)
+    mapped, read = load_images(tmp_path / "stored.npz"), load_images(tmp_path / "compressed.npz")
+    assert mapped.pixels.memory_mapped and not read.pixels.memory_mapped
+    assert features.pixel_digest(mapped) == features.pixel_digest(read)  # one feature-cache entry
+    assert features.pixel_digest(mapped) != features.pixel_digest(ImageSet(read.x))  # float32 pixels: another
+    extractor = load_extractor(digits)
+    assert torch.equal(extractor(mapped), extractor(read))

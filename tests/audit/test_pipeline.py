@@ -1,19 +1,24 @@
 """evaluate() and `dpaudit evaluate`: validation before work, checks wired, JSON result."""
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from dpaudit import approximate_search, faiss_engine
+from dpaudit import approximate_search, faiss_engine, neighbors, pixels
 from dpaudit.audit import pipeline
 from dpaudit.audit.pipeline import CHECKS, evaluate, validate
+from dpaudit.audit.profiles import QUICK
 from dpaudit.audit.result import load_result
 from dpaudit.cli import cli
 from dpaudit.errors import DpauditError
-from dpaudit.images import ImageSet, save_images
+from dpaudit.datasets import reference_from_folders
+from dpaudit.images import ImageSet, load_images, save_images, to_uint8
 from dpaudit.manifest import Manifest
+from dpaudit.pixels import Pixels
 
 FAST = ["fidelity", "similarity"]
 
@@ -178,3 +183,42 @@ def test_a_recall_below_the_target_is_a_warning(digits, monkeypatch):
     warned = [w for w in result.warnings if "approximate HNSW index" in w]
     assert len(warned) == len(result.nearest_neighbors["approximate"]) > 0
     assert "similarity check" in warned[0] and "--nn-index exact" in warned[0]
+
+
+def _write_reference(digits, folder, save) -> dict:
+    """The digits reference (and its test images as the synthetic set) as 8-bit .npz files written by `save`."""
+    folder.mkdir()
+    paths = {}
+    for role, images in (("members", digits.members), ("holdout", digits.holdout), ("test", digits.test),
+                         ("synthetic", digits.test)):
+        paths[role] = folder / f"{role}.npz"
+        save(paths[role], x=to_uint8(images.x).permute(0, 2, 3, 1).numpy(), y=images.y.numpy())
+    return paths
+
+
+def test_an_audit_streams_a_memory_mapped_reference_and_gives_the_numbers_of_one_in_memory(digits, tmp_path,
+                                                                                           monkeypatch):
+    profile = dataclasses.replace(
+        QUICK, classifiers=dataclasses.replace(QUICK.classifiers, epochs=1, min_steps=60, precision="float32"))
+    checks = ["fidelity", "utility", "similarity", "membership"]
+    results = {}
+    for save in (np.savez_compressed, np.savez):  # read into memory, then memory-mapped
+        paths = _write_reference(digits, tmp_path / save.__name__, save)
+        reference = reference_from_folders(paths["members"], paths["holdout"], paths["test"])
+        synthetic = load_images(paths["synthetic"])
+        mapped = save is np.savez
+        assert all(s.pixels.memory_mapped == mapped for s in (reference.members, reference.holdout, synthetic))
+        converted = []  # every whole set converted to float32 (Pixels.float)
+        if mapped:  # every pixel search streams, 100 images a block
+            monkeypatch.setattr(neighbors, "STREAM_ABOVE_BYTES", 0)
+            monkeypatch.setattr(pixels, "BLOCK_VALUES", 100 * 64)
+            whole = Pixels.float
+            monkeypatch.setattr(Pixels, "float", lambda self: converted.append(self.data) or whole(self))
+        result = evaluate(synthetic, reference, checks=checks, profile=profile, progress=False)
+        results[save.__name__] = {(check, name): m.value for check, c in result.checks.items()
+                                  for name, m in c.metrics.items()}
+        # the members, the holdout and the synthetic set are read block by block, never whole
+        assert not any(data is s.pixels.data for data in converted
+                       for s in (reference.members, reference.holdout, synthetic))
+    assert results["savez"] == pytest.approx(results["savez_compressed"], rel=1e-6, abs=1e-9, nan_ok=True)
+    assert len(results["savez"]) > 20
