@@ -36,8 +36,10 @@ import torch.nn.functional as F
 from dpaudit.neighbors import nearest_neighbors
 from dpaudit.pixels import Pixels, as_pixels
 
-# (query, candidate) pairs measured at once: bounds the re-ranking's memory (their float64 pixels).
-PAIRS_PER_CHUNK = 1 << 15
+# float64 values the re-ranking holds at once (256 MiB): a chunk of queries moved back by every
+# transformation and their candidates. Counted in values, not pairs, so that 32x32 RGB images
+# (4x MNIST's pixels) do not take 4x the memory.
+ALIGN_VALUES = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ def align(queries: torch.Tensor, refs: torch.Tensor | Pixels, candidates: torch.
     d = refs[0].numel()
     best = torch.full((n, k), math.inf, dtype=torch.float64)
     best_move = torch.zeros((n, k), dtype=torch.long)
-    rows = max(1, PAIRS_PER_CHUNK // k)
+    rows = max(1, ALIGN_VALUES // ((k + len(affine_moves(config))) * d))
     for start in range(0, n, rows):
         back = moved_back(queries[start : start + rows], config).flatten(2).double()  # [T, B, D]
         c = refs[candidates[start : start + rows]].flatten(2).double()  # [B, K, D]

@@ -26,7 +26,8 @@ from dpaudit.pixels import Pixels
 from dpaudit.sampling import seeded_sample
 from dpaudit.transforms import NO_TRANSFORMS, TransformConfig, align, aligned_pairs, propose
 
-SSIM_PAIRS_PER_CHUNK = 8192
+# Pixels of the candidate pairs whose SSIM is computed at once (8,192 MNIST pairs; fewer of larger images).
+SSIM_VALUES_PER_CHUNK = 8192 * 784
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def match_to_reference(
     k = min(top_k, proposed.shape[1])
     distances, order = distances.topk(k, dim=1, largest=False)
     candidates, moves = proposed.gather(1, order), moves.gather(1, order)
-    chunk = max(1, SSIM_PAIRS_PER_CHUNK // k)  # bounds the memory of the N x k candidate pairs
+    chunk = max(1, SSIM_VALUES_PER_CHUNK // (k * queries[0].numel()))  # bounds the memory of the N x k pairs
     candidate_ssim = torch.cat([
         pairwise_ssim(*aligned_pairs(queries[i : i + chunk].repeat_interleave(k, 0), refs,
                                      candidates[i : i + chunk].reshape(-1), moves[i : i + chunk].reshape(-1),
