@@ -114,8 +114,8 @@ class ImageSet:
     """Images N x C x H x W read as float32 in [0, 1], optional int64 labels, and provenance.
 
     The pixels are kept as stored (`pixels`, dpaudit.pixels): float32, or 8-bit in memory or
-    memory-mapped from disk, and converted per read: `take(idx)` and `batches()` read some of
-    them, `x` all of them (a float32 copy of the whole set unless it is stored as float32:
+    memory-mapped from disk, and converted per read: `take(idx)` reads some of them (and
+    `pixels.blocks()` all of them, block by block), `x` all of them at once (a float32 copy of the whole set unless it is stored as float32:
     for sets known to be small, never for the members or the synthetic set of a large audit).
     `x` may be a float32 or uint8 tensor, a uint8 numpy array (memory-mapped or not), or Pixels.
     """
@@ -148,10 +148,6 @@ class ImageSet:
     def take(self, indices) -> torch.Tensor:
         """The images at `indices` (a slice, or ints of any shape) as float32."""
         return self.pixels[indices]
-
-    def batches(self, size: int | None = None):
-        """(start, float32 images start..start + size) over the set, in order."""
-        return self.pixels.blocks(size)
 
     @property
     def shape(self) -> tuple[int, int, int]:
