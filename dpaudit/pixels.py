@@ -14,6 +14,7 @@ and mapped one block at a time, instead of holding all of them converted (dpaudi
 
 from __future__ import annotations
 
+import mmap
 from typing import Callable, Iterator
 
 import numpy as np
@@ -89,10 +90,21 @@ class Pixels:
         return max(1, BLOCK_VALUES // max(1, int(np.prod(self.stored_shape))))
 
     def blocks(self, rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """(start, images start..start + rows as float32) over the whole set, in order."""
+        """(start, images start..start + rows as float32) over the whole set, in order. The pages
+        of a memory map read so far are let go after each block (`release_pages`)."""
         rows = rows or self.rows_per_block()
         for start in range(0, len(self), rows):
             yield start, self[start : start + rows]
+            self.release_pages()
+
+    def release_pages(self) -> None:
+        """Drop this process's mappings of the memory map's pages (madvise MADV_DONTNEED): they
+        stay in the page cache, so a later read costs a minor page fault, but they no longer
+        count in the process's resident memory, which a pass over a large set would otherwise
+        fill with the whole file. Nothing for sets in memory."""
+        mapping = getattr(self.data, "_mmap", None) if self.memory_mapped else None
+        if mapping is not None and hasattr(mapping, "madvise"):
+            mapping.madvise(mmap.MADV_DONTNEED)
 
     def float(self) -> torch.Tensor:
         """Every image as float32 (through `fn`): the stored tensor itself when is_float_tensor,
@@ -119,11 +131,13 @@ class Pixels:
         return Pixels(torch.from_numpy(np.array(raw)) if isinstance(raw, np.ndarray) else raw, self.fn)
 
     def stored_blocks(self, rows: int | None = None) -> Iterator[np.ndarray | torch.Tensor]:
-        """The stored values block by block, C-contiguous (what a digest hashes)."""
+        """The stored values block by block, C-contiguous (what a digest hashes); a memory map's
+        pages let go after each block, as in `blocks`."""
         rows = rows or self.rows_per_block()
         for start in range(0, len(self), rows):
             raw = self._stored(slice(start, start + rows))
             yield np.ascontiguousarray(raw) if isinstance(raw, np.ndarray) else raw.contiguous()
+            self.release_pages()
 
     def float_bytes(self) -> int:
         """Bytes of `float()`: every image as float32, after `fn`."""

@@ -76,3 +76,22 @@ def test_other_value_types_are_refused():
     for data in (torch.zeros(2, 1, 2, 2, dtype=torch.float64), np.zeros((2, 1, 2, 2), np.float32)):
         with pytest.raises(ValueError, match="float32 or uint8"):
             Pixels(data)
+
+
+def _resident_file_pages_kib() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("RssFile"))
+
+
+def test_a_pass_over_a_memory_map_does_not_keep_its_pages_resident(tmp_path, monkeypatch):
+    path = tmp_path / "big.u8"
+    n, row = 2000, 64 * 1024  # 125 MiB on disk
+    np.memmap(path, dtype=np.uint8, mode="w+", shape=(n, 1, 256, 256)).flush()
+    stored = Pixels(np.memmap(path, dtype=np.uint8, mode="r", shape=(n, 1, 256, 256)))
+    monkeypatch.setattr(pixels_module, "BLOCK_VALUES", 100 * row)  # 20 blocks of 6.25 MiB
+    before = _resident_file_pages_kib()
+    most = max(_resident_file_pages_kib() - before for _ in stored.blocks())
+    assert most < 4 * 100 * row / 1024  # a block or two resident at a time, never the file (128,000 KiB)
+    assert sum(float(block[:, 0, 0, 0].sum()) for _, block in stored.blocks()) == 0  # and still read right
+    most = max(_resident_file_pages_kib() - before for _ in stored.stored_blocks())
+    assert most < 4 * 100 * row / 1024
