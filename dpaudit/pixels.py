@@ -63,17 +63,20 @@ class Pixels:
 
     def _convert(self, raw: torch.Tensor | np.ndarray) -> torch.Tensor:
         if isinstance(raw, np.ndarray):
-            raw = torch.from_numpy(np.array(raw))  # a copy: a memory map's pages are read-only
+            raw = torch.from_numpy(raw)
         out = raw if raw.dtype == torch.float32 else raw.float().div_(255)
         return out if self.fn is None else self.fn(out)
 
     def _stored(self, idx) -> torch.Tensor | np.ndarray:
-        """The stored images at `idx` (a slice, or a 1-D tensor of positions in this view)."""
+        """The stored images at `idx` (a slice, or a 1-D tensor of positions in this view); from
+        a numpy array, a C-ordered copy (a memory map's pages are then let go: `release_pages`)."""
         if self.index is not None:
             idx = self.index[idx]
-        if isinstance(idx, slice):
-            return self.data[idx]
-        return self.data[idx.numpy()] if isinstance(self.data, np.ndarray) else self.data[idx.to(self.data.device)]
+        if isinstance(self.data, torch.Tensor):
+            return self.data[idx] if isinstance(idx, slice) else self.data[idx.to(self.data.device)]
+        raw = np.array(self.data[idx if isinstance(idx, slice) else idx.numpy()], order="C")
+        self.release_pages()
+        return raw
 
     def __getitem__(self, idx) -> torch.Tensor:
         """The images at `idx` (an int, a slice, or ints of any shape) as float32 [*idx, ...]."""
@@ -90,18 +93,17 @@ class Pixels:
         return max(1, BLOCK_VALUES // max(1, int(np.prod(self.stored_shape))))
 
     def blocks(self, rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """(start, images start..start + rows as float32) over the whole set, in order. The pages
-        of a memory map read so far are let go after each block (`release_pages`)."""
+        """(start, images start..start + rows as float32) over the whole set, in order."""
         rows = rows or self.rows_per_block()
         for start in range(0, len(self), rows):
             yield start, self[start : start + rows]
-            self.release_pages()
 
     def release_pages(self) -> None:
-        """Drop this process's mappings of the memory map's pages (madvise MADV_DONTNEED): they
-        stay in the page cache, so a later read costs a minor page fault, but they no longer
-        count in the process's resident memory, which a pass over a large set would otherwise
-        fill with the whole file. Nothing for sets in memory."""
+        """Drop this process's mappings of the memory map's pages (madvise MADV_DONTNEED), after
+        every read: they stay in the page cache, so a later read costs a minor page fault, but
+        they no longer count in the process's resident memory, which a pass over a large set (or
+        a few thousand scattered rows, each fault mapping its neighbours too) would otherwise fill
+        with the file. Nothing for sets in memory."""
         mapping = getattr(self.data, "_mmap", None) if self.memory_mapped else None
         if mapping is not None and hasattr(mapping, "madvise"):
             mapping.madvise(mmap.MADV_DONTNEED)
@@ -128,16 +130,14 @@ class Pixels:
     def subset(self, idx) -> "Pixels":
         """The stored images at `idx` (ints), copied into memory as stored (uint8 stays uint8)."""
         raw = self._stored(torch.as_tensor(idx, dtype=torch.long).reshape(-1))
-        return Pixels(torch.from_numpy(np.array(raw)) if isinstance(raw, np.ndarray) else raw, self.fn)
+        return Pixels(torch.from_numpy(raw) if isinstance(raw, np.ndarray) else raw, self.fn)
 
     def stored_blocks(self, rows: int | None = None) -> Iterator[np.ndarray | torch.Tensor]:
-        """The stored values block by block, C-contiguous (what a digest hashes); a memory map's
-        pages let go after each block, as in `blocks`."""
+        """The stored values block by block, C-contiguous (what a digest hashes)."""
         rows = rows or self.rows_per_block()
         for start in range(0, len(self), rows):
             raw = self._stored(slice(start, start + rows))
-            yield np.ascontiguousarray(raw) if isinstance(raw, np.ndarray) else raw.contiguous()
-            self.release_pages()
+            yield raw if isinstance(raw, np.ndarray) else raw.contiguous()
 
     def float_bytes(self) -> int:
         """Bytes of `float()`: every image as float32, after `fn`."""

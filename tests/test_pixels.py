@@ -95,3 +95,6 @@ def test_a_pass_over_a_memory_map_does_not_keep_its_pages_resident(tmp_path, mon
     assert sum(float(block[:, 0, 0, 0].sum()) for _, block in stored.blocks()) == 0  # and still read right
     most = max(_resident_file_pages_kib() - before for _ in stored.stored_blocks())
     assert most < 4 * 100 * row / 1024
+    scattered = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:500]
+    most = max(_resident_file_pages_kib() - before for rows in scattered.split(100) if len(stored[rows]))
+    assert most < 4 * 100 * row / 1024  # nor do scattered reads

@@ -118,10 +118,12 @@ class FeatureExtractor:
                 f"extractor {self.name} takes {' or '.join(map(str, self.channels))}-channel images."
             )
         self.module.eval()
-        starts = range(0, len(images), self.batch_size)
+        n_batches = -(-len(images) // self.batch_size)
         out = []
-        for i in tqdm(starts, desc=f"features {images.name}", leave=False, disable=len(starts) < 20):
-            batch = to_device(images.take(slice(i, i + self.batch_size)), self.device)
+        batches = images.pixels.blocks(self.batch_size)  # a memory map's pages let go batch by batch
+        for _, batch in tqdm(batches, desc=f"features {images.name}", total=n_batches, leave=False,
+                             disable=n_batches < 20):
+            batch = to_device(batch, self.device)
             if self.preprocess is not None:
                 batch = self.preprocess(batch)
             out.append(self.module(batch).reshape(len(batch), -1).float().cpu())
