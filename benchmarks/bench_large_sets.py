@@ -65,12 +65,16 @@ class MemorySampler(threading.Thread):
 
     def run(self) -> None:
         while True:
-            with open("/proc/self/status") as fh:
-                for line in fh:
-                    key = line.split(":")[0]
-                    if key in self.peaks:
-                        self.peaks[key] = max(self.peaks[key], int(line.split()[1]))
+            now = memory_kib()
+            for key in self.peaks:
+                self.peaks[key] = max(self.peaks[key], now[key])
             time.sleep(0.1)
+
+
+def memory_kib() -> dict[str, int]:
+    """This process's memory lines of /proc/self/status (VmRSS, RssAnon, RssFile, ...), in KiB."""
+    with open("/proc/self/status") as fh:
+        return {line.split(":")[0]: int(line.split()[1]) for line in fh if line.rstrip().endswith(" kB")}
 
 
 def audit(folder: Path, members: int, synthetic: int) -> dict:
@@ -86,20 +90,15 @@ def audit(folder: Path, members: int, synthetic: int) -> dict:
     start = time.perf_counter()
     reference = reference_from_folders(folder / f"members-{members}.npz", folder / "holdout.npz", folder / "test.npz")
     synthetic_set = load_images(folder / f"synthetic-{synthetic}.npz")
-    loaded_rss = _current_rss_mib()
+    loaded_rss = memory_kib()["VmRSS"] / 1024
     torch.manual_seed(0)
     features = nn.Sequential(nn.Conv2d(3, 16, 5, stride=2), nn.ReLU(), nn.Conv2d(16, 32, 5, stride=2), nn.ReLU(),
                              nn.AdaptiveAvgPool2d(2), nn.Flatten())  # 128 features
-    result = evaluate(synthetic_set, reference, profile="quick", extractor=features, progress=False)
+    evaluate(synthetic_set, reference, profile="quick", extractor=features, progress=False)
     return {"members": members, "synthetic": synthetic, "wall_s": time.perf_counter() - start,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "loaded_rss_mib": loaded_rss, "peak_anon_mib": sampler.peaks["RssAnon"] / 1024,
-            "peak_file_mib": sampler.peaks["RssFile"] / 1024, "checks": sorted(result.checks)}
-
-
-def _current_rss_mib() -> float:
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS")) / 1024
+            "peak_file_mib": sampler.peaks["RssFile"] / 1024}
 
 
 def main() -> None:
@@ -134,7 +133,7 @@ def main() -> None:
             continue
         row = json.loads(run.stdout.strip().splitlines()[-1])
         print(f"| {n:,} | {args.synthetic:,} | {row['wall_s']:.0f} | {row['peak_rss_mib']:.0f} | "
-              f"{row.get('peak_anon_mib', float('nan')):.0f} | {row.get('peak_file_mib', float('nan')):.0f} | "
+              f"{row['peak_anon_mib']:.0f} | {row['peak_file_mib']:.0f} | "
               f"{row['loaded_rss_mib']:.0f} |", flush=True)
 
 

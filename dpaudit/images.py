@@ -123,8 +123,9 @@ class ImageSet:
     def __init__(self, x, y: torch.Tensor | None = None, num_classes: int | None = None,
                  name: str = "images", source: str = ""):
         self.pixels = x if isinstance(x, Pixels) else Pixels(x)
-        if self.pixels.fn is not None or len(self.pixels.stored_shape) != 3:
-            raise ValueError("ImageSet pixels must be float32 or uint8 N x C x H x W")
+        # not a mapped or re-indexed view: the digests (audit/features.pixel_digest) hash the storage
+        if self.pixels.fn is not None or self.pixels.index is not None or len(self.pixels.stored_shape) != 3:
+            raise ValueError("ImageSet pixels must be stored float32 or uint8 N x C x H x W")
         if y is not None:
             if y.dtype != torch.int64 or y.shape != (len(self.pixels),):
                 raise ValueError("ImageSet.y must be an int64 tensor with one label per image")

@@ -44,23 +44,28 @@ def backend() -> str:
     return chosen or ("faiss" if faiss_engine.load() is not None else "torch")
 
 
+def _block_candidates(q: torch.Tensor, r: torch.Tensor, start: int, n_cand: int, best=None):
+    """The n_cand smallest ||b||^2 - 2ab of each query row over the reference rows `r` (which
+    begin at index `start`), merged with the best so far (values, ids) when given."""
+    # ||a||^2 is the same along a row, so ranking by ||b||^2 - 2ab is enough here.
+    d = torch.addmm((r * r).sum(1), q, r.T, alpha=-2)
+    vals, ids = d.topk(min(n_cand, d.shape[1]), dim=1, largest=False, sorted=False)
+    ids += start
+    if best is not None:
+        vals, ids = torch.cat([best[0], vals], 1), torch.cat([best[1], ids], 1)
+        vals, pos = vals.topk(min(n_cand, vals.shape[1]), dim=1, largest=False, sorted=False)
+        ids = ids.gather(1, pos)
+    return vals, ids
+
+
 def _torch_candidates(r: torch.Tensor, n_cand: int, ref_block_size: int):
     """A function of a query block: its n_cand smallest ||b||^2 - 2ab over blocks of references."""
-    r_sq = (r * r).sum(1)
 
     def search(qb: torch.Tensor) -> torch.Tensor:
-        best_d = best_i = None
+        best = None
         for rs in range(0, len(r), ref_block_size):
-            # ||a||^2 is the same along a row, so ranking by ||b||^2 - 2ab is enough here.
-            d = torch.addmm(r_sq[rs : rs + ref_block_size], qb, r[rs : rs + ref_block_size].T, alpha=-2)
-            vals, ids = d.topk(min(n_cand, d.shape[1]), dim=1, largest=False, sorted=False)
-            ids += rs
-            if best_d is not None:
-                vals, ids = torch.cat([best_d, vals], 1), torch.cat([best_i, ids], 1)
-                vals, pos = vals.topk(n_cand, dim=1, largest=False, sorted=False)
-                ids = ids.gather(1, pos)
-            best_d, best_i = vals, ids
-        return best_i
+            best = _block_candidates(qb, r[rs : rs + ref_block_size], rs, n_cand, best)
+        return best[1]
 
     return search
 
@@ -123,12 +128,19 @@ def nearest_neighbors(
         candidates = exact_candidates()
     else:
         candidates = approximate_candidates(kind, refs, q, r, k, n_cand, finish, exact_candidates)
-    out_d = torch.empty(len(q), k, dtype=torch.float32)
-    out_i = torch.empty(len(q), k, dtype=torch.long)
-    starts = range(0, len(q), block_size)
+    return _remeasure_blocks(q0, r0, lambda block: candidates(q[block]), k, block_size, progress)
+
+
+def _remeasure_blocks(q0: torch.Tensor, refs: torch.Tensor | Pixels, candidates_of, k: int, block_size: int,
+                      progress: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_remeasure` over blocks of `block_size` queries, `candidates_of(block)` giving each
+    block's candidate ids: (sq_dists [N, k], idx [N, k])."""
+    out_d = torch.empty(len(q0), k, dtype=torch.float32)
+    out_i = torch.empty(len(q0), k, dtype=torch.long)
+    starts = range(0, len(q0), block_size)
     for qs in tqdm(starts, desc=progress, disable=progress is None, leave=False, delay=2):
         block = slice(qs, qs + block_size)
-        out_d[block], out_i[block] = _remeasure(q0[block], r0, candidates(q[block]), k)
+        out_d[block], out_i[block] = _remeasure(q0[block], refs, candidates_of(block), k)
     return out_d, out_i
 
 
@@ -140,10 +152,11 @@ def _streamed_search(queries: torch.Tensor, refs: Pixels, k: int, block_size: in
     k = min(k, len(refs))
     n_cand = min(len(refs), k + CANDIDATE_MARGIN)
     center = None  # a centre near the data (the first block's mean) is all the cancellation needs
-    best_d = best_i = None
-    blocks = refs.blocks()
+    query_blocks = [slice(qs, qs + block_size) for qs in range(0, len(q0), block_size)]
+    best = [None] * len(query_blocks)  # per query block: the candidates so far (values, ids)
     total = -(-len(refs) // refs.rows_per_block())
-    for start, block in tqdm(blocks, desc=progress, total=total, disable=progress is None, leave=False, delay=2):
+    for start, block in tqdm(refs.blocks(), desc=progress, total=total, disable=progress is None, leave=False,
+                             delay=2):
         r = block.reshape(len(block), -1)
         if center is None:
             if r.shape[1] != q0.shape[1]:
@@ -151,25 +164,10 @@ def _streamed_search(queries: torch.Tensor, refs: Pixels, k: int, block_size: in
             center = r.mean(0)
             q = q0 - center
         r = r - center
-        r_sq = (r * r).sum(1)
-        vals, ids = [], []
-        for qs in range(0, len(q), block_size):
-            d = torch.addmm(r_sq, q[qs : qs + block_size], r.T, alpha=-2)
-            v, i = d.topk(min(n_cand, d.shape[1]), dim=1, largest=False, sorted=False)
-            vals.append(v)
-            ids.append(i + start)
-        vals, ids = torch.cat(vals), torch.cat(ids)
-        if best_d is not None:
-            vals, ids = torch.cat([best_d, vals], 1), torch.cat([best_i, ids], 1)
-            vals, pos = vals.topk(min(n_cand, vals.shape[1]), dim=1, largest=False, sorted=False)
-            ids = ids.gather(1, pos)
-        best_d, best_i = vals, ids
-    out_d = torch.empty(len(q0), k, dtype=torch.float32)
-    out_i = torch.empty(len(q0), k, dtype=torch.long)
-    for qs in range(0, len(q0), block_size):
-        block = slice(qs, qs + block_size)
-        out_d[block], out_i[block] = _remeasure(q0[block], refs, best_i[block], k)
-    return out_d, out_i
+        for b, rows in enumerate(query_blocks):
+            best[b] = _block_candidates(q[rows], r, start, n_cand, best[b])
+    candidates = torch.cat([ids for _, ids in best])
+    return _remeasure_blocks(q0, refs, lambda rows: candidates[rows], k, block_size)
 
 
 def _remeasure(queries: torch.Tensor, refs: torch.Tensor | Pixels, candidate_ids: torch.Tensor, k: int):
