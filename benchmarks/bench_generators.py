@@ -10,10 +10,15 @@ built-in dataset's members at a given epsilon, sample a labelled synthetic set, 
   be shared with other work, so wall time overstates the cost on an idle machine), and the
   sampling's wall time.
 
-One JSON line per run is appended to --log and a markdown row is printed. Example:
+One JSON line per run is appended to --log and a markdown row is printed. `--save-generator
+FILE` keeps the fitted generator; `--load-generator FILE` measures a saved one again without
+training (another --num, --classifier-epochs or sampling --seed; --method, --dataset, --epsilon,
+--delta and --set are then taken from the file, and the training time from its report). Example:
 
     DPAUDIT_DATA=/work/shared/data python benchmarks/bench_generators.py --method dp-merf \\
-        --dataset mnist --epsilon 10 --num 60000
+        --dataset mnist --epsilon 10 --num 60000 --save-generator dp-merf.pt
+    DPAUDIT_DATA=/work/shared/data python benchmarks/bench_generators.py --load-generator dp-merf.pt \\
+        --num 10000 --classifier-epochs 5
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dpaudit.audit.features import load_extractor
 from dpaudit.audit.fidelity import fid
 from dpaudit.audit.classifiers import ClassifierConfig, fit_classifier
 from dpaudit.datasets import load_split
-from dpaudit.generators import Checkpointer, get_generator
+from dpaudit.generators import Checkpointer, TrainingRun, get_generator, load_generator, save_generator
 from dpaudit.memory import keep_freed_memory
 from dpaudit.nets import accuracy
 from dpaudit.privacy import PrivacyBudget
@@ -49,15 +54,30 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (resume after an interruption)")
     parser.add_argument("--save", default=None, help="save 100 samples here (.pt) to look at")
     parser.add_argument("--log", default="benchmarks/generator_runs.jsonl")
+    parser.add_argument("--save-generator", help="save the fitted generator to this file")
+    parser.add_argument("--load-generator", help="measure this saved generator again instead of training one")
     args = parser.parse_args()
     keep_freed_memory()  # as the dpaudit command does
     torch.set_num_threads(args.threads)
 
-    reference = load_split(args.dataset)
-    generator = get_generator(args.method).from_options(args.overrides, progress=True, checkpoint=Checkpointer(args.checkpoint))
-    wall, cpu = time.perf_counter(), time.process_time()
-    generator.fit(reference.members, PrivacyBudget(args.epsilon, args.delta), seed=args.seed)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if args.load_generator:
+        generator, run = load_generator(args.load_generator, progress=True)
+        args.method, args.dataset = generator.name, run.dataset
+        args.epsilon, args.delta = run.budget.epsilon, run.budget.delta
+        args.overrides = [f"(loaded from {args.load_generator})"]
+        reference = load_split(args.dataset)
+        wall, cpu = generator.report.wall_time_s, float("nan")  # the training's, as reported; CPU not saved
+    else:
+        reference = load_split(args.dataset)
+        generator = get_generator(args.method).from_options(args.overrides, progress=True,
+                                                            checkpoint=Checkpointer(args.checkpoint))
+        wall, cpu = time.perf_counter(), time.process_time()
+        budget = PrivacyBudget(args.epsilon, args.delta)
+        generator.fit(reference.members, budget, seed=args.seed)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if args.save_generator:
+            run = TrainingRun(budget, args.dataset, reference.split_id, reference.members.fingerprint(), args.seed)
+            save_generator(generator, run, args.save_generator)
     report = generator.privacy_report()
     sample_wall = time.perf_counter()
     synthetic = generator.sample(args.num, seed=args.seed + 1)
@@ -87,6 +107,7 @@ def main() -> None:
         "train_cpu_s": round(cpu, 1),
         "sample_wall_s": round(sample_wall, 1),
         "threads": args.threads,
+        "loaded_from": args.load_generator,
     }
     print(json.dumps(row), flush=True)
     print(

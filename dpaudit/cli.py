@@ -340,23 +340,33 @@ def compare(results, synthetic_sets, dataset, members, holdout, test, split_seed
 @click.option("--seed", type=GENERATOR_SEED, help="Seed of the generator's randomness, DP noise included (default: a secret "
               "random seed; a private run's manifest never records it).")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Where to keep checkpoints (default: OUT/.checkpoint).")
+@click.option("--save-generator", "save_path", type=click.Path(dir_okay=False),
+              help="Also save the fitted generator to this new file, to sample again with `dpaudit sample`.")
 @device_option
 @data_root_option
 @download_option
 def generate(method, dataset, members, split_seed, epsilon, delta, num, out, overrides, labels, fmt, seed,
-             checkpoint_dir, device, data_root, download):
+             checkpoint_dir, save_path, device, data_root, download):
     """Train the reference DP generator METHOD on private images and write NUM samples with
     manifest.json (the accountant's epsilon, sigma, sampling rate, steps, time). An interrupted
     run resumes from its checkpoint when started again with the same options."""
     from dpaudit import distributed
     from dpaudit.datasets import load_split
-    from dpaudit.generators import GENERATORS, fit_with_checkpoints, get_generator, secret_seed, write_samples
+    from dpaudit.files import check_writable_folder
+    from dpaudit.generators import (GENERATORS, TrainingRun, fit_with_checkpoints, get_generator, save_generator,
+                                    secret_seed, write_samples)
     from dpaudit.images import ensure_empty_folder, load_images
     from dpaudit.privacy import PrivacyBudget
 
     cls = get_generator(method)
     if bool(dataset) == bool(members):
         raise DpauditError("give exactly one of --dataset NAME and --members DIR.")
+    if save_path is not None:
+        save_path = Path(save_path)
+        if save_path.exists():
+            raise DpauditError(f"{save_path}: already exists; choose another --save-generator file or delete it.")
+        if distributed.is_main():
+            check_writable_folder(save_path.parent)  # before the training, not after
     processes = distributed.init_from_environment(device)
     if processes > 1 and not cls.data_parallel:
         data_parallel = ", ".join(name for name, c in GENERATORS.items() if c.data_parallel)
@@ -382,10 +392,38 @@ def generate(method, dataset, members, split_seed, epsilon, delta, num, out, ove
         raise
     if not distributed.is_main():
         return  # rank 0 writes the samples and the manifest
-    written = write_samples(generator, train_set, budget, out, num=num, labels=labels, seed=seed, fmt=fmt,
-                            dataset=dataset or str(members), split=split)
+    run = TrainingRun(budget, dataset or str(members), split, train_set.fingerprint(), seed)
+    written = write_samples(generator, run, out, num=num, labels=labels, seed=seed, fmt=fmt)
     click.echo(f"wrote {num} {method} images to {written}; "
                f"epsilon {generator.privacy_report()['epsilon']:.4g} at delta {delta:g}")
+    if save_path is not None:
+        click.echo(f"saved the fitted generator to {save_generator(generator, run, save_path)}")
+
+
+@cli.command()
+@click.argument("saved", type=click.Path(dir_okay=False))
+@click.option("--num", "-n", type=click.IntRange(min=1), required=True, help="Number of images to generate.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder to write.")
+@click.option("--labels", type=click.Choice(["balanced", "proportional"]), default="balanced", show_default=True,
+              help="Class labels of the samples: balanced, or proportional to the DP-released class counts.")
+@click.option("--format", "fmt", type=click.Choice(["png", "npz"]), default="png", show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True,
+              help="Seed of the sampling (not of the training; recorded in the manifest).")
+@device_option
+def sample(saved, num, out, labels, fmt, seed, device):
+    """Write NUM new samples of a generator saved by `dpaudit generate --save-generator SAVED`,
+    with a manifest.json stating the privacy report of the run that trained it. No training: the
+    samples are post-processing of that run's release and spend no further privacy."""
+    from dpaudit.generators import load_generator, write_samples
+    from dpaudit.images import ensure_empty_folder
+
+    generator, run = load_generator(saved, device=device)
+    out = Path(out)
+    ensure_empty_folder(out)
+    written = write_samples(generator, run, out, num=num, labels=labels, seed=seed, fmt=fmt, sampling_seed=seed,
+                            saved_generator=str(saved))
+    click.echo(f"wrote {num} {generator.name} images to {written}; "
+               f"epsilon {generator.privacy_report()['epsilon']:.4g} at delta {run.budget.delta:g}")
 
 
 @cli.command("audit-training")
@@ -484,7 +522,7 @@ def demo(out, method, epsilon, delta, seed):
     audit its samples against digits (quick profile), and write the HTML report."""
     from dpaudit.audit.pipeline import evaluate
     from dpaudit.datasets import load_split
-    from dpaudit.generators import get_generator, write_samples
+    from dpaudit.generators import TrainingRun, get_generator, write_samples
     from dpaudit.images import ensure_empty_folder, load_images
     from dpaudit.manifest import read_manifest
     from dpaudit.privacy import PrivacyBudget
@@ -497,8 +535,8 @@ def demo(out, method, epsilon, delta, seed):
     click.echo(f"1/3 training {method} on {len(reference.members)} digits members at epsilon {epsilon:g}")
     generator = get_generator(method).from_options(progress=True).fit(reference.members, budget, seed)
     synthetic_dir = out / "synthetic"
-    write_samples(generator, reference.members, budget, synthetic_dir, num=len(reference.members), seed=seed,
-                  dataset="digits", split=reference.split_id)
+    run = TrainingRun(budget, "digits", reference.split_id, reference.members.fingerprint(), seed)
+    write_samples(generator, run, synthetic_dir, num=len(reference.members), seed=seed)
     click.echo(f"2/3 auditing {len(reference.members)} samples in {synthetic_dir}")
     synthetic = load_images(synthetic_dir, name=f"{method}-digits", num_classes=reference.members.num_classes)
     result = evaluate(synthetic, reference, profile="quick", seed=seed, manifest=read_manifest(synthetic_dir))

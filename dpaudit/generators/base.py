@@ -6,12 +6,15 @@ Adding a generator is one module and one line: subclass `Generator`, decorate th
 `@register`, and import the module in `dpaudit/generators/__init__.py`.
 
 A subclass sets `name` (the CLI name), `Config` (a dataclass of hyper-parameters with
-defaults), `test_overrides` (see `Generator`) and implements two methods:
+defaults), `test_overrides` (see `Generator`) and implements four methods:
 
 - `train(members, budget, seed) -> PrivacyReport`: everything that touches the private data,
   with the accounting of what was really done. It may save and restore its state through
   `self.checkpoint` (a `Checkpointer`); the base `fit` binds the checkpoint to the run first.
 - `generate(labels, seed) -> Tensor`: images for the given labels (float, N x C x H x W).
+- `released_state() -> dict` and `load_released_state(state)`: what `generate` needs once
+  trained (weights, released statistics), and building the sampling networks from it, so that a
+  fitted generator can be saved and sampled again without training (dpaudit/generators/saved.py).
 
 `fit` and `sample` in this base class do the validation, timing and label bookkeeping.
 """
@@ -331,6 +334,25 @@ class Generator(abc.ABC):
     def generate(self, labels: torch.Tensor, seed: int) -> torch.Tensor:
         """Images (float32 N x C x H x W, on any device) for the given int64 labels (on the CPU)."""
 
+    @abc.abstractmethod
+    def released_state(self) -> dict:
+        """What `generate` needs of the trained generator and nothing more (tensors, numbers,
+        lists): post-processing of the run's DP releases, never the members or the seed."""
+
+    @abc.abstractmethod
+    def load_released_state(self, state: dict) -> None:
+        """Build the sampling networks for `shape`, `num_classes` and `config`, and load
+        `released_state()`'s output into them."""
+
+    def restore_fitted(self, shape: tuple[int, int, int], num_classes: int, class_counts: torch.Tensor | None,
+                       report: PrivacyReport, state: dict) -> "Generator":
+        """This generator as it was once fitted (its data shape, classes, released class counts,
+        privacy report and released state), ready to sample without training."""
+        self.shape, self.num_classes, self.class_counts = tuple(shape), int(num_classes), class_counts
+        self.load_released_state(state)
+        self._report = report
+        return self
+
     def sample_labels(self, n: int, mode: str = "balanced") -> torch.Tensor:
         """n labels: "balanced" over the classes, or "proportional" to the DP-released counts."""
         if mode == "balanced":
@@ -356,12 +378,17 @@ class Generator(abc.ABC):
         x = self.generate(labels, seed).cpu().float().clamp(0, 1).contiguous()
         return ImageSet(x, labels, self.num_classes, f"{self.name}-synthetic", self.name)
 
+    @property
+    def report(self) -> PrivacyReport:
+        """The fitted run's PrivacyReport (a DpauditError before fitting)."""
+        if self._report is None:
+            raise DpauditError(f"{self.name}: fit the generator before asking for its privacy report.")
+        return self._report
+
     def privacy_report(self) -> dict:
         """epsilon (the accountant's, for the steps really taken), delta, sigma, sample_rate,
         steps, history, accountant, mechanism, adjacency, wall_time_s and method extras."""
-        if self._report is None:
-            raise DpauditError(f"{self.name}: fit the generator before asking for its privacy report.")
-        return self._report.to_dict()
+        return self.report.to_dict()
 
 
 GENERATORS: dict[str, type[Generator]] = {}

@@ -256,11 +256,7 @@ class BNMatching(Generator):
             budget, [(q, steps, 1.0), (1.0, 1, cfg.stats_noise_weight), (1.0, 1, cfg.count_noise_weight)], cfg.accountant
         )
         torch.manual_seed(seed)
-        try:
-            self.classifier = StatsClassifier(self.shape, self.num_classes, cfg.channels, cfg.groups, cfg.hidden,
-                                              cfg.activation).to(self.device)
-        except RuntimeError:  # a stride-2 conv met a feature map already shrunk to nothing
-            raise DpauditError(f"--set channels: {len(cfg.channels)} conv layers are too many for {self.shape[1]}x{self.shape[2]} images.") from None
+        self.classifier = self._new_classifier()
         dp = DPSGD(self.classifier, torch.optim.Adam(self.classifier.parameters(), lr=cfg.clf_lr), n=n,
                    sample_rate=q, noise_multiplier=sigma_clf, max_grad_norm=cfg.clf_max_grad_norm, seed=seed + 10,
                    clipping=cfg.clipping)
@@ -287,6 +283,22 @@ class BNMatching(Generator):
             ),
             extra={"sigma_stats": sigma_stats, "sigma_count": sigma_count, "stats_clip": cfg.stats_clip, "members": n},
         )
+
+    def _new_classifier(self) -> StatsClassifier:
+        cfg = self.config
+        try:
+            return StatsClassifier(self.shape, self.num_classes, cfg.channels, cfg.groups, cfg.hidden,
+                                   cfg.activation).to(self.device)
+        except RuntimeError:  # a stride-2 conv met a feature map already shrunk to nothing
+            raise DpauditError(f"--set channels: {len(cfg.channels)} conv layers are too many for {self.shape[1]}x{self.shape[2]} images.") from None
+
+    def released_state(self) -> dict:
+        return {"classifier": self.classifier.state_dict(), "class_stats": self.class_stats}
+
+    def load_released_state(self, state: dict) -> None:
+        self.classifier = self._new_classifier().eval()
+        self.classifier.load_state_dict(state["classifier"])
+        self.class_stats = state["class_stats"]
 
     @torch.no_grad()
     def _release_stats(self, members: ImageSet, sigma_stats: float, sigma_count: float, seed: int) -> None:

@@ -111,21 +111,23 @@ def _conv_trunk(channels: int, width: int) -> nn.Sequential:
 
 class CondDiscriminator(nn.Module):
     """A conv trunk phi(x); the adversarial logit is a linear head plus a class projection
-    <embed(y), phi(x)> (Miyato and Koyama 2018); an auxiliary head classifies phi(x)."""
+    <embed(y), phi(x)> (Miyato and Koyama 2018); with `classify`, an auxiliary head classifies
+    phi(x) (without it, the logits returned are None: opacus refuses a parameter that no loss
+    reaches)."""
 
-    def __init__(self, shape: tuple[int, int, int], num_classes: int, width: int):
+    def __init__(self, shape: tuple[int, int, int], num_classes: int, width: int, classify: bool = True):
         super().__init__()
         self.trunk = _conv_trunk(shape[0], width)
         features = self.trunk(torch.zeros(1, *shape)).shape[1]
         self.adv = nn.Linear(features, 1)
         self.project = nn.Embedding(num_classes, features)
         nn.init.normal_(self.project.weight, std=0.01)
-        self.classify = nn.Linear(features, num_classes)
+        self.classify = nn.Linear(features, num_classes) if classify else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         phi = self.trunk(x)
         adv = self.adv(phi).squeeze(1) + (self.project(y) * phi).sum(1)
-        return adv, self.classify(phi)
+        return adv, None if self.classify is None else self.classify(phi)
 
 
 class Encoder(nn.Module):
@@ -198,6 +200,7 @@ class DPSGDGAN(Generator):
         kl_weight: float = 0.01
         latent_weight: float = 1.0  # the encoder must recover the code of a generated image
         class_weight: float = 1.0  # auxiliary classification loss
+        diversity_weight: float = 0.0  # mode seeking (Mao et al. 2019): pairs of codes of one label must differ
         ema: float = 0.995  # exponential moving average of the generator's weights
         accountant: Literal["rdp", "prv"] = "rdp"
 
@@ -206,12 +209,18 @@ class DPSGDGAN(Generator):
 
     # ------------------------------------------------------------ training
 
+    def _new_generator_net(self) -> CondGenerator:
+        cfg = self.config
+        return CondGenerator(self.shape, self.num_classes, cfg.latent_dim, cfg.g_width, cfg.noise_init).to(self.device)
+
     def _build(self, seed: int) -> None:
         cfg, shape, k = self.config, self.shape, self.num_classes
         torch.manual_seed(seed)
-        self.generator_net = CondGenerator(shape, k, cfg.latent_dim, cfg.g_width, cfg.noise_init).to(self.device)
+        self.generator_net = self._new_generator_net()
         self.encoder = Encoder(shape, cfg.latent_dim, cfg.g_width).to(self.device)
-        self.discriminator = GradSampleModule(CondDiscriminator(shape, k, cfg.d_width).to(self.device), loss_reduction="sum")
+        self.discriminator = GradSampleModule(
+            CondDiscriminator(shape, k, cfg.d_width, classify=cfg.class_weight > 0).to(self.device), loss_reduction="sum"
+        )
         self.generator_ema = copy.deepcopy(self.generator_net).eval()
         for p in self.generator_ema.parameters():
             p.requires_grad_(False)
@@ -287,10 +296,14 @@ class DPSGDGAN(Generator):
             extra=extra,
         )
 
-    def _fake(self, count: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(codes, labels, images) of `count` generated images, labels uniform over the classes."""
+    def _fake(self, count: int, rng: torch.Generator, paired: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(codes, labels, images) of `count` generated images, labels uniform over the classes;
+        `paired`: the second half repeats the first half's labels (with other codes)."""
         z = torch.randn(count, self.config.latent_dim, generator=rng).to(self.device)
         y = torch.randint(self.num_classes, (count,), generator=rng).to(self.device)
+        if paired:
+            half = count // 2
+            y[half : 2 * half] = y[:half]
         return z, y, self.generator_net(z, y, rng)
 
     def _discriminator_step(self, x_real, y_real, batch: int, d_opt: DPOptimizer, rng: torch.Generator) -> float:
@@ -306,7 +319,7 @@ class DPSGDGAN(Generator):
         adv, logits = self.discriminator(torch.cat([x_real, x_fake]), torch.cat([y_real, y_fake]))
         r = len(x_real)
         loss = F.softplus(-adv[:r]).sum() + F.softplus(adv[r:]).sum()
-        if cfg.class_weight > 0 and r > 0:
+        if cfg.class_weight > 0:  # an empty Poisson batch still reaches the head (a zero sum): opacus needs it
             loss = loss + cfg.class_weight * F.cross_entropy(logits[:r], y_real, reduction="sum")
         loss.backward()
         d_opt.step()
@@ -319,11 +332,17 @@ class DPSGDGAN(Generator):
         g_opt.zero_grad(set_to_none=True)
         # The backward pass must run inside `frozen` too: opacus' hooks fire during backward.
         with frozen(self.discriminator) as disc:
-            z, y, x = self._fake(cfg.fake_batch, rng)
+            z, y, x = self._fake(cfg.fake_batch, rng, paired=cfg.diversity_weight > 0)
             adv, logits = disc(x, y)
             loss = F.softplus(-adv).mean()
             if cfg.class_weight > 0:
                 loss = loss + cfg.class_weight * F.cross_entropy(logits, y)
+            if cfg.diversity_weight > 0:
+                # MSGAN's mode-seeking term: the images of two codes of one label must differ in
+                # proportion to the codes, which a generator that ignores its code cannot do.
+                h = len(z) // 2
+                ratio = (x[:h] - x[h : 2 * h]).abs().mean() / (z[:h] - z[h : 2 * h]).abs().mean()
+                loss = loss + cfg.diversity_weight / (ratio + 1e-5)
             if cfg.recon_weight > 0 or cfg.latent_weight > 0:
                 # VAE-style: encode a generated image, decode the sampled code with its label, and
                 # reconstruct that generated image. The target is generated, never a member image.
@@ -380,6 +399,15 @@ class DPSGDGAN(Generator):
         return int(state["step"])
 
     # ------------------------------------------------------------ sampling
+
+    def released_state(self) -> dict:
+        return {"generator_ema": self.generator_ema.state_dict()}
+
+    def load_released_state(self, state: dict) -> None:
+        self.generator_ema = self._new_generator_net().eval()
+        self.generator_ema.load_state_dict(state["generator_ema"])
+        for p in self.generator_ema.parameters():
+            p.requires_grad_(False)
 
     @torch.no_grad()
     def generate(self, labels: torch.Tensor, seed: int) -> torch.Tensor:

@@ -160,9 +160,7 @@ class LatentDiffusion(Generator):
             budget, [(q_ae, t_ae, cfg.ae_noise_weight), (q_dm, t_dm, cfg.diffusion_noise_weight)], cfg.accountant
         )
         torch.manual_seed(seed)
-        self.autoencoder = Autoencoder(self.shape, cfg.latent_dim, cfg.ae_width).to(self.device)
-        self.denoiser = Denoiser(cfg.latent_dim, self.num_classes, cfg.diffusion_hidden, cfg.diffusion_layers).to(self.device)
-        self.alpha_bar = alpha_bars(cfg.timesteps).to(self.device)
+        self._build()
         ae = DPSGD(self.autoencoder, torch.optim.Adam(self.autoencoder.parameters(), lr=cfg.ae_lr), n=n,
                    sample_rate=q_ae, noise_multiplier=sigma_ae, max_grad_norm=cfg.ae_max_grad_norm, seed=seed + 10,
                    clipping=cfg.clipping)
@@ -216,6 +214,22 @@ class LatentDiffusion(Generator):
             ),
             extra={"stages": ["autoencoder", "diffusion"], "members": n},
         )
+
+    def _build(self) -> None:
+        cfg = self.config
+        self.autoencoder = Autoencoder(self.shape, cfg.latent_dim, cfg.ae_width).to(self.device)
+        self.denoiser = Denoiser(cfg.latent_dim, self.num_classes, cfg.diffusion_hidden, cfg.diffusion_layers).to(self.device)
+        self.alpha_bar = alpha_bars(cfg.timesteps).to(self.device)
+
+    def released_state(self) -> dict:
+        return {"autoencoder": self.autoencoder.state_dict(), "denoiser": self.denoiser.state_dict()}
+
+    def load_released_state(self, state: dict) -> None:
+        self._build()
+        self.autoencoder.load_state_dict(state["autoencoder"])
+        self.denoiser.load_state_dict(state["denoiser"])
+        self.autoencoder.eval()
+        self.denoiser.eval()
 
     @torch.no_grad()
     def generate(self, labels: torch.Tensor, seed: int) -> torch.Tensor:

@@ -250,6 +250,22 @@ class LipschitzVAEGenerator(Generator):
             },
         )
 
+    def released_state(self) -> dict:
+        # The power-iteration vectors are plain tensors, not in the state dict (see SpectralLinear).
+        return {"model": self.model.state_dict(), "power": [[l.u, l.v] for l in self.model.spectral_layers()]}
+
+    def load_released_state(self, state: dict) -> None:
+        # The vectors drawn here are replaced by the saved ones.
+        self.model = LipschitzVAE(self.shape, self.num_classes, self.config, torch.Generator()).to(self.device).eval()
+        self.model.load_state_dict(state["model"])
+        layers = self.model.spectral_layers()
+        if len(state["power"]) != len(layers):
+            raise ValueError(f"{len(state['power'])} power-iteration pairs saved for {len(layers)} spectral layers")
+        for layer, (u, v) in zip(layers, state["power"]):
+            if u.shape != layer.u.shape or v.shape != layer.v.shape:
+                raise ValueError("power-iteration vectors of the wrong size")
+            layer.u, layer.v = u.to(self.device), v.to(self.device)
+
     @torch.no_grad()
     def generate(self, labels: torch.Tensor, seed: int) -> torch.Tensor:
         rng = torch.Generator().manual_seed(seed)

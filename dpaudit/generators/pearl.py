@@ -303,6 +303,14 @@ class EmbeddingGenerator(Generator):
             "class_counts": self.class_counts,
         }
 
+    def released_state(self) -> dict:
+        return {"model": self.model.state_dict()}
+
+    def load_released_state(self, state: dict) -> None:
+        cfg = self.config
+        self.model = DECODERS[cfg.decoder](cfg.latent_dim, self.num_classes, self.shape, cfg.width).to(self.device).eval()
+        self.model.load_state_dict(state["model"])
+
     @torch.no_grad()
     def generate(self, labels: torch.Tensor, seed: int) -> torch.Tensor:
         rng = torch.Generator().manual_seed(seed)

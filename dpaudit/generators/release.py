@@ -1,11 +1,12 @@
 """How a fitted generator's training run is started and its samples are released: the secret
-seed, training with checkpoints (cleaned up once the run has finished), and writing the
-samples with their manifest.json."""
+seed, training with checkpoints (cleaned up once the run has finished), what the run was
+trained on and under (`TrainingRun`), and writing the samples with their manifest.json."""
 
 from __future__ import annotations
 
 import dataclasses
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -73,6 +74,26 @@ def _finish(checkpoint_dir: Path) -> None:
         checkpoint_dir.rmdir()
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a fitted generator was trained on and under, for the manifests of its releases:
+    the budget, the dataset (a built-in name or the members' folder), the exact split (None for
+    the user's own members), the members' fingerprint and the training seed. The seed goes into
+    a manifest (or a saved generator) only for a non-private run: anyone who knows the seed of a
+    DP run can subtract its noise (a private run loaded from a file has seed None)."""
+
+    budget: PrivacyBudget
+    dataset: str
+    split_id: str | None
+    members_fingerprint: str
+    seed: int | None
+
+    @property
+    def public_seed(self) -> int | None:
+        """The training seed where it may be published (a non-private run), else None."""
+        return None if self.budget.is_private else self.seed
+
+
 def release_manifest(generator: Generator, budget: PrivacyBudget, *, dataset: str | None = None,
                      split_id: str | None = None, seed: int | None = None, **details) -> Manifest:
     """The manifest of a fitted generator's release: the accountant's epsilon and the budget's
@@ -89,27 +110,16 @@ def release_manifest(generator: Generator, budget: PrivacyBudget, *, dataset: st
     )
 
 
-def write_samples(
-    generator: Generator,
-    members: ImageSet,
-    budget: PrivacyBudget,
-    out: Path,
-    *,
-    num: int,
-    labels: str = "balanced",
-    seed: int,
-    fmt: str = "png",
-    dataset: str,
-    split: str | None = None,
-) -> Path:
-    """Sample `num` images of a fitted generator (`labels`: balanced or proportional) and write
-    them (`fmt`: png or npz) and their manifest.json to `out`; returns where the images went.
-    `dataset` and `split` (a split id) name what the generator was trained on. The manifest of a
-    private run withholds the seed: its DP noise could be recomputed from it."""
+def write_samples(generator: Generator, run: TrainingRun, out: Path, *, num: int, labels: str = "balanced",
+                  seed: int, fmt: str = "png", **details) -> Path:
+    """Sample `num` images of a fitted generator (`labels`: balanced or proportional; `seed`: the
+    sampling seed) and write them (`fmt`: png or npz) and their manifest.json to `out`; returns
+    where the images went. The manifest says what `run` trained on, its seed only where public,
+    and `details`."""
     images = generator.sample(num, labels, seed=seed)
     written = save_images(images, out, fmt)
     release_manifest(
-        generator, budget, dataset=dataset, split_id=split, seed=None if budget.is_private else seed,
-        labels=labels, members_fingerprint=members.fingerprint(),
+        generator, run.budget, dataset=run.dataset, split_id=run.split_id, seed=run.public_seed,
+        labels=labels, members_fingerprint=run.members_fingerprint, **details,
     ).write(out)
     return written

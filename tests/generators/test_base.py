@@ -100,6 +100,12 @@ class Mean(Generator):
     def generate(self, labels, seed):
         return self.means[labels]
 
+    def released_state(self):
+        return {"means": self.means}
+
+    def load_released_state(self, state):
+        self.means = state["means"]
+
 
 def test_base_fit_sample_and_report(digits):
     gen = Mean()

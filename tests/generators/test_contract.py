@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import dpaudit.generators
-from dpaudit.generators import GENERATORS, Checkpointer, Generator, apply_overrides, get_generator
+from dpaudit.generators import (GENERATORS, Checkpointer, Generator, TrainingRun, apply_overrides, get_generator,
+                                load_generator, save_generator)
 from dpaudit.privacy import PrivacyBudget
 from dpaudit.audit.privacy_claim import reaccount_declared
 from tests.colour_reference import SHAPE, colour_images
@@ -120,6 +121,21 @@ def test_samples_are_images_of_the_members_shape_in_the_unit_range_with_balanced
     assert bool(((synthetic.x >= 0) & (synthetic.x <= 1)).all())  # NaN fails too
     assert torch.bincount(synthetic.y, minlength=10).tolist() == [3] * 10 and synthetic.num_classes == 10
     assert torch.equal(generator.sample(30, seed=1).x, synthetic.x)
+
+
+def test_saved_and_loaded_it_samples_and_reports_as_the_fitted_one(runs, digits, tmp_path):
+    """`dpaudit generate --save-generator` then `dpaudit sample`: the loaded generator is built
+    from the file alone (a fresh object, no training) and gives the same images for a seed, the
+    same labels by the released counts, and the same privacy report."""
+    generator = runs[10.0][0]
+    run = TrainingRun(PrivacyBudget(10.0, DELTA), "digits", "digits:s0", digits.members.fingerprint(), seed=0)
+    loaded, loaded_run = load_generator(save_generator(generator, run, tmp_path / "gen.pt"))
+    assert loaded is not generator and type(loaded) is type(generator) and loaded.config == generator.config
+    assert torch.equal(loaded.sample(30, seed=5).x, generator.sample(30, seed=5).x)
+    if generator.class_counts is not None:
+        assert torch.equal(loaded.sample(30, "proportional", seed=5).y, generator.sample(30, "proportional", seed=5).y)
+    assert loaded.privacy_report() == generator.privacy_report()
+    assert loaded_run == dataclasses.replace(run, seed=None)  # a private run's seed is never saved
 
 
 @pytest.mark.parametrize("epsilon", [10.0, 1.0])

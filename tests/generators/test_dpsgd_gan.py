@@ -104,3 +104,11 @@ def test_generate_command_writes_images_and_the_accounted_manifest(tmp_path):
     assert manifest.epsilon == pytest.approx(accountant.get_epsilon(delta=1e-5), rel=1e-12)
     assert 0.99 * 2 <= manifest.epsilon <= 2
     assert details["optimizer"] == "dicesgd" and details["steps"] == int(DPSGDGAN.test_overrides["steps"])
+
+
+def test_without_the_auxiliary_classifier_the_discriminator_has_no_head(digits):
+    # opacus refuses a parameter that no loss reaches: class_weight=0 once crashed in the first step.
+    gan = fit(digits.members, overrides={"class_weight": "0"})
+    assert gan.discriminator._module.classify is None
+    assert gan.privacy_report()["epsilon"] <= 10.0
+    assert gan.sample(10).x.shape == (10, *digits.members.shape)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from dpaudit.generators import DPMERF, SECRET_SEED_FILE, fit_with_checkpoints, secret_seed, write_samples
+from dpaudit.generators import DPMERF, SECRET_SEED_FILE, TrainingRun, fit_with_checkpoints, secret_seed, write_samples
 from dpaudit.images import load_images
 from dpaudit.manifest import read_manifest
 from dpaudit.privacy import PrivacyBudget
@@ -34,8 +34,8 @@ def test_a_checkpoint_folder_holding_other_files_is_kept(digits, tmp_path):
 def test_the_manifest_states_the_claim_and_withholds_the_seed_of_a_private_run(digits, tmp_path, epsilon):
     budget = PrivacyBudget(epsilon, 1e-5)
     generator = DPMERF.from_options(DPMERF.test_overrides).fit(digits.members, budget, seed=7)
-    written = write_samples(generator, digits.members, budget, tmp_path, num=20, labels="proportional", seed=7,
-                            fmt="npz", dataset="digits", split="digits:s0")
+    run = TrainingRun(budget, "digits", "digits:s0", digits.members.fingerprint(), seed=7)
+    written = write_samples(generator, run, tmp_path, num=20, labels="proportional", seed=7, fmt="npz")
     assert written == tmp_path / "images.npz" and len(load_images(written)) == 20
     manifest = read_manifest(tmp_path)
     private = math.isfinite(epsilon)
