@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -184,9 +184,11 @@ def train_classifier(
     device: torch.device | str = "cpu",
     progress: str | None = None,
     precision: str = "float32",
+    on_epoch: Callable[[nn.Module, int], None] | None = None,
 ) -> TrainLog:
     """Train with Adam and cross-entropy on x (a tensor, or Pixels read batch by batch). With `val`, keep the weights of the epoch with the best
     validation accuracy (the model is modified in place). Deterministic for a seed on one machine.
+    `on_epoch(model, epoch)` is called after each epoch (a benchmark's per-epoch measurement).
     `precision` (`resolve_precision`) "bfloat16": forward and backward under bf16 autocast (the weights, Adam's state
     and the validation stay float32); the quick utility check on MNIST took 30 s instead of 43
     on the reference CPU (AMX; benchmarks/RESULTS.md, "bfloat16 classifiers")."""
@@ -215,6 +217,8 @@ def train_classifier(
                 log.val_accuracy.append(acc)
                 if acc > best_acc:
                     best_acc, best_state, log.best_epoch = acc, copy.deepcopy(model.state_dict()), epoch
+            if on_epoch is not None:
+                on_epoch(model, epoch)
     if best_state is not None:
         model.load_state_dict(best_state)
     else:

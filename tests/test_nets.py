@@ -34,6 +34,21 @@ def test_training_with_validation_is_deterministic_and_leaves_default_layout():
         assert torch.equal(a, b) and a.is_contiguous()
 
 
+def test_a_per_epoch_measurement_sees_every_epoch_and_changes_nothing():
+    x, y = torch.rand(120, 3, 16, 16), torch.arange(120) % 4
+    models = [make_classifier((3, 16, 16), 4) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    seen = []
+    measure = lambda model, epoch: seen.append((epoch, predict_logits(model, x[100:]).argmax(1)))  # noqa: E731
+    logs = [train_classifier(m, x[:100], y[:100], epochs=3, seed=3, batch_size=32, val=(x[100:], y[100:]), on_epoch=f)
+            for m, f in zip(models, (measure, None))]
+    assert [epoch for epoch, _ in seen] == [0, 1, 2] and logs[0] == logs[1]
+    # The last epoch's predictions agree with its validation accuracy as logged.
+    assert float((seen[-1][1] == y[100:]).float().mean()) == pytest.approx(logs[0].val_accuracy[-1])
+    for a, b in zip(*(m.parameters() for m in models)):
+        assert torch.equal(a, b)
+
+
 def test_bfloat16_training_runs_the_layers_in_bfloat16_and_keeps_float32_weights():
     x, y = torch.rand(64, 1, 16, 16), torch.arange(64) % 4
     model = make_classifier((1, 16, 16), 4)

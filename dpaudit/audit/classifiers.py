@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from dpaudit.audit.context import AuditContext
 from dpaudit.cache import entry_path, load_entry, save_entry
@@ -77,10 +79,11 @@ def split_train_val(n: int, cap: int | None, val_fraction: float, seed: int) -> 
 
 def fit_classifier(
     images: ImageSet, num_classes: int, config: ClassifierConfig, cap: int | None, seed: int,
-    device: torch.device, progress: str | None = None,
+    device: torch.device, progress: str | None = None, on_epoch: Callable[[nn.Module, int], None] | None = None,
 ) -> TrainedClassifier:
     """Train the DPDM CNN on a seeded sample of at most `cap` of `images`, keeping the epoch with
-    the best accuracy on a held-out part of the same set. Returned on `device`, in eval mode."""
+    the best accuracy on a held-out part of the same set. Returned on `device`, in eval mode.
+    `on_epoch(model, epoch)` is called after each epoch (as train_classifier does)."""
     precision = resolve_precision(config.precision, device)
     train_idx, val_idx = split_train_val(len(images), cap, config.val_fraction, seed)
     steps_per_epoch = -(-len(train_idx) // BATCH_SIZE)
@@ -91,6 +94,7 @@ def fit_classifier(
     log = train_classifier(
         model, images.take(train_idx), images.y[train_idx], epochs=epochs, seed=seed, batch_size=BATCH_SIZE,
         val=(images.take(val_idx), images.y[val_idx]), device=device, progress=progress, precision=precision,
+        on_epoch=on_epoch,
     )
     model.eval()
     return TrainedClassifier(model, train_idx, val_idx, epochs, log.best_epoch, log.val_accuracy, precision=precision)

@@ -3,6 +3,9 @@ called directly, plain DP-SGD's calibration, DiceSGD's noise split, the discrimi
 untouched by generator updates, and the CLI. Registration, the budget, resumption and the
 samples are in the contract suite (test_contract.py)."""
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -112,3 +115,21 @@ def test_without_the_auxiliary_classifier_the_discriminator_has_no_head(digits):
     assert gan.discriminator._module.classify is None
     assert gan.privacy_report()["epsilon"] <= 10.0
     assert gan.sample(10).x.shape == (10, *digits.members.shape)
+
+
+def test_the_mode_seeking_term_pairs_codes_of_one_label_and_penalises_alike_images(fitted):
+    """MSGAN's term: 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2|) over pairs of one label, added
+    to the generator's loss; computed here from the same draws, apart from the training code."""
+    base = copy.deepcopy(fitted)  # the module's fitted generator stays as it is
+    base.generator_net.eval()  # no batch statistics: the same code gives the same image in the step
+    z, y, x = base._fake(16, torch.Generator().manual_seed(3), paired=True)
+    assert torch.equal(y[:8], y[8:]) and not torch.equal(z[:8], z[8:])
+    ratio = ((x[:8] - x[8:]).abs().mean() / (z[:8] - z[8:]).abs().mean()).item()
+
+    def step_loss(weight):
+        gan = copy.deepcopy(base)
+        gan.config = dataclasses.replace(gan.config, diversity_weight=weight, fake_batch=16)
+        optimizer = torch.optim.SGD(list(gan.generator_net.parameters()) + list(gan.encoder.parameters()), lr=0.0)
+        return gan._generator_step(optimizer, torch.Generator().manual_seed(3))
+
+    assert step_loss(2.0) - step_loss(1e-12) == pytest.approx(2.0 / (ratio + 1e-5), rel=1e-4)
