@@ -1,7 +1,8 @@
 """A class-conditional GAN whose discriminator is trained with DP-SGD (opacus), the EFSGD
 generator of Ma and Zhang (2026): DiceSGD error feedback on the discriminator, Gaussian noise
 injected into the generator's feature maps while upsampling, and a VAE-style reconstruction
-loss.
+loss; with MSGAN's mode-seeking term (Mao et al. 2019) against the collapse onto one image per
+class that the other parts did not prevent (benchmarks/RESULTS.md, "dpsgd-gan").
 
 What the guarantee covers. Only the discriminator reads the member images. Each of its steps
 draws a Poisson sample of the members (rate q = batch_size / n), clips every per-sample gradient
@@ -181,7 +182,7 @@ class DPSGDGAN(Generator):
     @dataclass
     class Config:
         optimizer: Literal["dicesgd", "dpsgd"] = "dicesgd"
-        steps: Positive[int] = 1500  # private discriminator steps (the accounted releases)
+        steps: Positive[int] = 3000  # private discriminator steps (the accounted releases)
         batch_size: Positive[int] = 256  # expected Poisson batch of members per discriminator step
         clip: Positive[float] = 1.0  # C1: per-sample gradient clipping
         error_clip: Positive[float] = 1.0  # C2: clipping of the fed-back error state (DiceSGD)
@@ -190,7 +191,7 @@ class DPSGDGAN(Generator):
         d_lr: Positive[float] = 6e-4
         g_lr: Positive[float] = 6e-4
         d_steps_per_g: Positive[int] = 1  # discriminator steps per generator step
-        fake_batch: Positive[int] = 64  # generated images per discriminator step and per generator step
+        fake_batch: Positive[int] = 256  # generated images per discriminator step and per generator step (free in privacy)
         latent_dim: Positive[int] = 64
         d_width: Positive[int] = 16  # channels of the discriminator's first conv (then 2x, 4x)
         g_width: Positive[int] = 16  # channels of the generator's last conv (4x, 2x before)
@@ -200,7 +201,9 @@ class DPSGDGAN(Generator):
         kl_weight: float = 0.01
         latent_weight: float = 1.0  # the encoder must recover the code of a generated image
         class_weight: float = 1.0  # auxiliary classification loss
-        diversity_weight: float = 0.0  # mode seeking (Mao et al. 2019): pairs of codes of one label must differ
+        # Mode seeking (Mao et al. 2019): pairs of codes of one label must give different images;
+        # without it the generator ignores its code (one image per class, even without privacy).
+        diversity_weight: float = 1.0
         ema: float = 0.995  # exponential moving average of the generator's weights
         accountant: Literal["rdp", "prv"] = "rdp"
 
@@ -245,6 +248,8 @@ class DPSGDGAN(Generator):
             raise DpauditError(f"--set feedback_share: must be in [0, 1), got {cfg.feedback_share}.")
         if not 0 <= cfg.ema < 1:
             raise DpauditError(f"--set ema: must be in [0, 1), got {cfg.ema}.")
+        if cfg.diversity_weight > 0 and cfg.fake_batch < 2:
+            raise DpauditError(f"--set fake_batch: the mode-seeking term needs pairs, so at least 2 (or diversity_weight=0), got {cfg.fake_batch}.")
 
     def train(self, members: ImageSet, budget: PrivacyBudget, seed: int) -> PrivacyReport:
         self._check_config()

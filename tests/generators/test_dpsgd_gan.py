@@ -80,7 +80,7 @@ def test_generator_updates_leave_the_private_discriminator_untouched(fitted):
     assert all(torch.equal(a, p) for a, p in zip(before, disc.parameters()))
 
 
-@pytest.mark.parametrize("override", ["feedback_share=1.0", "steps=0", "ema=1.5", "clip=-1"])
+@pytest.mark.parametrize("override", ["feedback_share=1.0", "steps=0", "ema=1.5", "clip=-1", "fake_batch=1"])
 def test_bad_options_are_one_sentence_errors(digits, override):
     with pytest.raises(DpauditError, match=override.split("=")[0]):
         fit(digits.members, overrides=dict([override.split("=")]))
