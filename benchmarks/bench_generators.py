@@ -66,10 +66,12 @@ def main() -> None:
         args.method, args.dataset = generator.name, run.dataset
         args.epsilon, args.delta = run.budget.epsilon, run.budget.delta
         args.overrides = [f"(loaded from {args.load_generator})"]
-        reference = load_split(args.dataset)
+    reference = load_split(args.dataset)
+    if args.load_generator:
+        if run.split_id != reference.split_id:
+            raise SystemExit(f"{args.load_generator}: trained on split {run.split_id}, not {reference.split_id}.")
         wall, cpu = generator.report.wall_time_s, float("nan")  # the training's, as reported; CPU not saved
     else:
-        reference = load_split(args.dataset)
         generator = get_generator(args.method).from_options(args.overrides, progress=True,
                                                             checkpoint=Checkpointer(args.checkpoint))
         wall, cpu = time.perf_counter(), time.process_time()
