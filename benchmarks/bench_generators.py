@@ -6,7 +6,10 @@ built-in dataset's members at a given epsilon, sample a labelled synthetic set, 
   fit_classifier), accuracy on the real test set; and the DPDM protocol's figure beside it, the
   mean real-test accuracy of the last 5 epochs (measured after each epoch, never used to pick);
 - FID in dpaudit's LeNet feature space (dpaudit.audit.features / fidelity), synthetic vs the
-  real test set;
+  real test set, and PRDC (precision, recall, density, coverage; k = 5) in the same space, the
+  real test set against as many synthetic images (a seeded subset, all of them if fewer: PRDC
+  depends on the sizes);
+- peak resident memory: of the process when training ended, and at the end;
 - training time: wall clock and the process's CPU time (torch threads as given; the machine may
   be shared with other work, so wall time overstates the cost on an idle machine), and the
   sampling's wall time.
@@ -26,19 +29,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 from pathlib import Path
 
 import torch
 
 from dpaudit.audit.features import load_extractor
-from dpaudit.audit.fidelity import fid
+from dpaudit.audit.fidelity import fid, prdc
 from dpaudit.audit.classifiers import ClassifierConfig, fit_classifier
 from dpaudit.datasets import load_split
 from dpaudit.generators import Checkpointer, TrainingRun, get_generator, load_generator, save_generator
 from dpaudit.memory import keep_freed_memory
 from dpaudit.nets import accuracy
 from dpaudit.privacy import PrivacyBudget
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -81,6 +90,7 @@ def main() -> None:
         if args.save_generator:
             run = TrainingRun(budget, args.dataset, reference.split_id, reference.members.fingerprint(), args.seed)
             save_generator(generator, run, args.save_generator)
+    train_peak_rss_mib = peak_rss_mib()
     report = generator.privacy_report()
     sample_wall = time.perf_counter()
     synthetic = generator.sample(args.num, seed=args.seed + 1)
@@ -96,6 +106,9 @@ def main() -> None:
     tstr = fit_classifier(synthetic, synthetic.num_classes, config, None, args.seed, torch.device("cpu"), "TSTR",
                           on_epoch=measure)
     extractor = load_extractor(reference)
+    real_features, synthetic_features = extractor(reference.test), extractor(synthetic)
+    subset = torch.randperm(len(synthetic_features), generator=torch.Generator().manual_seed(args.seed))
+    prdc_scores = prdc(real_features, synthetic_features[subset[: len(real_features)]])
     row = {
         "method": args.method,
         "dataset": args.dataset,
@@ -113,10 +126,13 @@ def main() -> None:
         "tstr_last5_mean": sum(per_epoch[-5:]) / len(per_epoch[-5:]),
         "tstr_per_epoch": per_epoch,
         "classifier_epochs": args.classifier_epochs,
-        "fid_lenet": fid(extractor(reference.test), extractor(synthetic)),
+        "fid_lenet": fid(real_features, synthetic_features),
+        "prdc_lenet": prdc_scores,
         "train_wall_s": round(wall, 1),
         "train_cpu_s": round(cpu, 1),
         "sample_wall_s": round(sample_wall, 1),
+        "train_peak_rss_mib": round(train_peak_rss_mib),
+        "peak_rss_mib": round(peak_rss_mib()),
         "threads": args.threads,
         "loaded_from": args.load_generator,
     }
@@ -124,7 +140,8 @@ def main() -> None:
     print(
         f"| {args.method} | {args.dataset} | {args.epsilon:g} | {report['epsilon']:.3f} | {100 * row['tstr']:.1f} "
         f"| {100 * row['tstr_last5_mean']:.1f} "
-        f"| {row['fid_lenet']:.1f} | {wall / 60:.1f} | {cpu / 60:.1f} | {' '.join(args.overrides)} |"
+        f"| {row['fid_lenet']:.1f} | {prdc_scores['recall']:.2f} | {prdc_scores['coverage']:.2f} | {wall / 60:.1f} "
+        f"| {cpu / 60:.1f} | {row['train_peak_rss_mib'] / 1024:.1f} | {' '.join(args.overrides)} |"
     )
     with Path(args.log).open("a") as fh:
         fh.write(json.dumps(row) + "\n")
