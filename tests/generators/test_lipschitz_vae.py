@@ -86,6 +86,44 @@ def test_learns_class_structure(digits):
     assert real.score(synthetic.x.flatten(1).numpy(), synthetic.y.numpy()) > 0.3  # 0.48 measured
 
 
+def test_kl_against_a_class_prior_is_torch_distributions_kl():
+    """The closed-form KL of the posterior N(mu, s^2 I) from a learned per-class Gaussian prior
+    equals torch.distributions' (the independent reference), record by record."""
+    cfg = LipschitzVAEConfig(hidden=16, latent_dim=3, prior="class")
+    model = LipschitzVAE((1, 8, 8), 4, cfg, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.prior_mean.weight.copy_(torch.randn(3, 4, generator=g))
+        model.prior_log_std.weight.copy_(0.5 * torch.randn(3, 4, generator=g))
+    mu, y = torch.randn(6, 3, generator=g), torch.tensor([0, 1, 2, 3, 1, 0])
+    mean, log_std = model.prior(y)
+    assert torch.equal(mean, model.prior_mean.weight.T[y]) and torch.equal(log_std, model.prior_log_std.weight.T[y])
+    posterior = torch.distributions.Normal(mu, 0.3)
+    prior = torch.distributions.Normal(mean, log_std.exp())
+    expected = torch.distributions.kl_divergence(posterior, prior).sum(1)
+    torch.testing.assert_close(model.kl(mu, 0.3, y), expected.detach())
+    standard = LipschitzVAE((1, 8, 8), 4, LipschitzVAEConfig(hidden=16, latent_dim=3), torch.Generator())
+    unit = torch.distributions.kl_divergence(posterior, torch.distributions.Normal(0.0, 1.0)).sum(1)
+    torch.testing.assert_close(standard.kl(mu, 0.3, y), unit)
+
+
+@pytest.mark.parametrize("overrides", [{"prior": "class"}, {"decoder": "conv", "decoder_width": "4"}, {"decoder": "mlp-upsampled"},
+                                       {"prior": "class", "decoder": "conv", "decoder_width": "4", "clipping": "per-sample"}])
+def test_class_prior_and_conv_decoder_train_with_the_same_accounting(digits, fitted, overrides):
+    """Other model parts change neither the steps nor the noise; samples follow the learned prior."""
+    gen = fit(digits.members, overrides=overrides)
+    report, reference = gen.privacy_report(), fitted.privacy_report()
+    assert report["history"] == reference["history"] and report["epsilon"] == reference["epsilon"]
+    synthetic = gen.sample(30, seed=0)
+    assert synthetic.x.shape == (30, 1, 8, 8) and ((synthetic.x >= 0) & (synthetic.x <= 1)).all()
+    if overrides.get("prior") == "class":
+        assert gen.model.prior_mean.weight.abs().sum() > 0  # trained: it starts at zero
+        with torch.no_grad():
+            gen.model.prior_log_std.weight.fill_(-30.0)  # a point prior: every sample of a class decodes its mean
+        same_class = gen.sample(4, labels=torch.zeros(4, dtype=torch.long), seed=5).x
+        assert torch.allclose(same_class, same_class[:1].expand_as(same_class), atol=1e-5)
+
+
 def test_same_seed_same_run(digits, fitted):
     again = fit(digits.members)
     assert again.privacy_report()["epsilon"] == fitted.privacy_report()["epsilon"]
