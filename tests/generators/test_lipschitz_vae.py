@@ -80,10 +80,11 @@ def test_lipschitz_extra_is_a_gaussian_mechanism_of_sensitivity_l_times_d(fitted
 def test_learns_class_structure(digits):
     """Non-private (clipped, no noise): a classifier trained on the REAL members recognises the
     class of the generated digits far above chance (10%)."""
-    gen = fit(digits.members, math.inf, {"epochs": "8", "batch_size": "128", "hidden": "128", "latent_dim": "8"})
+    # The default decoder draws at half the side: 4x4 cannot hold an 8x8 digit (0.16 measured).
+    gen = fit(digits.members, math.inf, {"epochs": "8", "batch_size": "128", "hidden": "128", "latent_dim": "8", "decoder": "mlp"})
     synthetic = gen.sample(300, seed=0)
     real = LogisticRegression(max_iter=2000).fit(digits.members.x.flatten(1).numpy(), digits.members.y.numpy())
-    assert real.score(synthetic.x.flatten(1).numpy(), synthetic.y.numpy()) > 0.3  # 0.48 measured
+    assert real.score(synthetic.x.flatten(1).numpy(), synthetic.y.numpy()) > 0.35  # 0.55 measured (0.49 with prior=standard)
 
 
 def test_kl_against_a_class_prior_is_torch_distributions_kl():
@@ -102,21 +103,22 @@ def test_kl_against_a_class_prior_is_torch_distributions_kl():
     prior = torch.distributions.Normal(mean, log_std.exp())
     expected = torch.distributions.kl_divergence(posterior, prior).sum(1)
     torch.testing.assert_close(model.kl(mu, 0.3, y), expected.detach())
-    standard = LipschitzVAE((1, 8, 8), 4, LipschitzVAEConfig(hidden=16, latent_dim=3), torch.Generator())
+    standard = LipschitzVAE((1, 8, 8), 4, LipschitzVAEConfig(hidden=16, latent_dim=3, prior="standard"), torch.Generator())
     unit = torch.distributions.kl_divergence(posterior, torch.distributions.Normal(0.0, 1.0)).sum(1)
     torch.testing.assert_close(standard.kl(mu, 0.3, y), unit)
 
 
-@pytest.mark.parametrize("overrides", [{"prior": "class"}, {"decoder": "conv", "decoder_width": "4"}, {"decoder": "mlp-upsampled"},
-                                       {"prior": "class", "decoder": "conv", "decoder_width": "4", "clipping": "per-sample"}])
-def test_class_prior_and_conv_decoder_train_with_the_same_accounting(digits, fitted, overrides):
-    """Other model parts change neither the steps nor the noise; samples follow the learned prior."""
+@pytest.mark.parametrize("overrides", [{"prior": "standard", "decoder": "mlp"}, {"decoder": "conv", "decoder_width": "4"},
+                                       {"prior": "standard", "decoder": "conv", "decoder_width": "4", "clipping": "per-sample"}])
+def test_priors_and_decoders_train_with_the_same_accounting(digits, fitted, overrides):
+    """Other model parts than the defaults (class prior, upsampled MLP decoder) change neither the
+    steps nor the noise; samples follow the learned prior."""
     gen = fit(digits.members, overrides=overrides)
     report, reference = gen.privacy_report(), fitted.privacy_report()
     assert report["history"] == reference["history"] and report["epsilon"] == reference["epsilon"]
     synthetic = gen.sample(30, seed=0)
     assert synthetic.x.shape == (30, 1, 8, 8) and ((synthetic.x >= 0) & (synthetic.x <= 1)).all()
-    if overrides.get("prior") == "class":
+    if gen.config.prior == "class":
         assert gen.model.prior_mean.weight.abs().sum() > 0  # trained: it starts at zero
         with torch.no_grad():
             gen.model.prior_log_std.weight.fill_(-30.0)  # a point prior: every sample of a class decodes its mean
