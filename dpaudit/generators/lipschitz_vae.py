@@ -6,11 +6,10 @@ outputs the mean mu(u) of a Gaussian posterior N(mu(u), s^2 I) whose standard de
 normalised linear layers and ReLUs: every weight matrix is divided by its spectral norm
 (estimated by power iteration, as in Miyato et al. 2018) and multiplied by
 `lipschitz ** (1 / layers)`, so mu is `lipschitz`-Lipschitz in u. The decoder (an MLP to the
-pixels or to half-resolution logits upsampled, or a linear layer and upsampling convolutions)
-maps z and the label to pixel logits. The prior is N(0, I), or a Gaussian per class whose mean
-and standard deviation are weights of the model (`prior=class`, a learned conditional prior as
-in conditional VAEs: the KL is taken against it). Sampling draws z from the prior of the asked
-label and decodes.
+pixels, or to logits at half the image's side upsampled bilinearly) maps z and the label to
+pixel logits. The prior is N(0, I), or a Gaussian per class whose mean and standard deviation
+are weights of the model (`prior=class`, a learned conditional prior as in conditional VAEs: the
+KL is taken against it). Sampling draws z from the prior of the asked label and decodes.
 
 Spectral normalisation and opacus. torch's `parametrizations.spectral_norm` keeps its power
 iteration vectors in buffers, which opacus' GradSampleModule refuses ("trainable layer with
@@ -68,10 +67,8 @@ class LipschitzVAEConfig:
     prior: Literal["standard", "class"] = "class"
     # "mlp": three linear layers to the pixels; "mlp-upsampled": the same to logits at half the
     # image's side, upsampled bilinearly (a fixed low-pass: fewer weights, no per-pixel speckle of
-    # DP noise; for images of 28 pixels and more: 8x8 digits need "mlp"); "conv": a linear layer to a map a quarter of the image's side, then two
-    # upsampling 3x3 convolutions (spatially shared weights, about 15x the MLP's arithmetic)
-    decoder: Literal["mlp", "mlp-upsampled", "conv"] = "mlp-upsampled"
-    decoder_width: Positive[int] = 32  # channels of the conv decoder's last map (twice that at the first)
+    # DP noise; for images of 28 pixels and more: 8x8 digits need "mlp")
+    decoder: Literal["mlp", "mlp-upsampled"] = "mlp-upsampled"
     batch_size: Positive[int] = 512  # expected Poisson batch
     epochs: Positive[float] = 20.0
     lr: Positive[float] = 2e-3
@@ -151,28 +148,6 @@ def spectral_linear_norm_sample(layer: SpectralLinear, activations: list[torch.T
     return {layer.weight: weight_sq.clamp_min(0).sqrt(), layer.bias: b.sum(1).norm(dim=1)}
 
 
-class ConvDecoder(nn.Module):
-    """[z, onehot(y)] -> a linear layer to a (2 * width) x H/4 x W/4 map -> twice (nearest 2x
-    upsampling, 3x3 convolution) to pixel logits, cropped to the image size. Resize-convolutions
-    rather than transposed convolutions: opacus computes the per-sample gradients of Conv2d with
-    one unfolded product, those of ConvTranspose2d several times slower (measured: 1.5 s against
-    under 0.1 s for a step of 512 MNIST records)."""
-
-    def __init__(self, inputs: int, shape: tuple[int, int, int], width: int):
-        super().__init__()
-        self.shape, self.width = shape, width
-        self.base = (math.ceil(shape[1] / 4), math.ceil(shape[2] / 4))
-        self.fc = nn.Sequential(nn.Linear(inputs, 2 * width * self.base[0] * self.base[1]), nn.ReLU())
-        self.convs = nn.Sequential(
-            nn.Upsample(scale_factor=2), nn.Conv2d(2 * width, width, 3, padding=1), nn.ReLU(),
-            nn.Upsample(scale_factor=2), nn.Conv2d(width, shape[0], 3, padding=1),
-        )
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        maps = self.convs(self.fc(h).view(len(h), 2 * self.width, *self.base))
-        return maps[..., : self.shape[1], : self.shape[2]].flatten(1)
-
-
 class UpsampledMLPDecoder(nn.Module):
     """[z, onehot(y)] -> an MLP to logits at half the image's side -> bilinear upsampling."""
 
@@ -190,8 +165,8 @@ class UpsampledMLPDecoder(nn.Module):
 
 
 class LipschitzVAE(nn.Module):
-    """Encoder mean: SpectralLinear-ReLU-SpectralLinear on [x, onehot(y)]; decoder: an MLP or a
-    conv decoder on [z, onehot(y)] to pixel logits; prior: N(0, I) or a learned Gaussian per class
+    """Encoder mean: SpectralLinear-ReLU-SpectralLinear on [x, onehot(y)]; decoder: an MLP on
+    [z, onehot(y)] to pixel logits, or to half-resolution logits upsampled; prior: N(0, I) or a learned Gaussian per class
     (`prior_mean`, `prior_log_std`: linear maps of onehot(y), so that opacus clips them too)."""
 
     def __init__(self, shape: tuple[int, int, int], num_classes: int, cfg: LipschitzVAEConfig, generator: torch.Generator):
@@ -203,9 +178,7 @@ class LipschitzVAE(nn.Module):
             SpectralLinear(pixels + num_classes, cfg.hidden, per_layer, generator), nn.ReLU(),
             SpectralLinear(cfg.hidden, cfg.latent_dim, per_layer, generator),
         )
-        if cfg.decoder == "conv":
-            self.decoder = ConvDecoder(cfg.latent_dim + num_classes, shape, cfg.decoder_width)
-        elif cfg.decoder == "mlp-upsampled":
+        if cfg.decoder == "mlp-upsampled":
             self.decoder = UpsampledMLPDecoder(cfg.latent_dim + num_classes, shape, cfg.hidden)
         else:
             self.decoder = nn.Sequential(
