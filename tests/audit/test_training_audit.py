@@ -87,7 +87,8 @@ def test_dp_merf_without_its_noise_is_not_caught_one_aggregate_hides_each_record
 
 # A Lipschitz VAE that can memorise: a loose Lipschitz bound, a 2-d latent the samples cover, a
 # small member set and many epochs; clipping off (max_grad_norm 1e6) in the broken copy.
-MEMORISING_VAE = ("epochs=300", "batch_size=64", "lipschitz=10", "latent_std=0.1", "latent_dim=2")
+# The model the audit was built with: N(0, I) prior, full-resolution decoder (8x8 digits).
+MEMORISING_VAE = ("epochs=300", "batch_size=64", "lipschitz=10", "latent_std=0.1", "latent_dim=2", "prior=standard", "decoder=mlp")
 SMALL = TrainingAuditConfig(canaries=200, members=100, samples=5000, features=False)
 
 
