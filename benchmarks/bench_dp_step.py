@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ def measure(generator_name: str, stage: str, option: str, factor: int, clipping:
 
     from dpaudit.datasets import load_split
     from dpaudit.generators import dp_training, dpsgd_gan, get_generator
-    from dpaudit.memory import keep_freed_memory
+    from dpaudit.memory import keep_freed_memory, peak_rss_mib
     from dpaudit.privacy import PrivacyBudget
     from dpaudit.threads import configure
 
@@ -128,7 +127,7 @@ def measure(generator_name: str, stage: str, option: str, factor: int, clipping:
     return {
         "generator": generator_name, "stage": stage, "expected_batch": batch, "mean_batch": statistics.mean(sizes),
         "clipping": clipping, "step_s": statistics.median(times), "rss_before_mib": before["rss"],
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
         "threads": torch.get_num_threads(),
     }
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import shutil
 import tempfile
 import time
@@ -29,7 +28,7 @@ import torch
 from dpaudit import cache
 from dpaudit.audit.pipeline import evaluate
 from dpaudit.datasets import load_split
-from dpaudit.memory import keep_freed_memory
+from dpaudit.memory import keep_freed_memory, peak_rss_mib
 from dpaudit.neighbors import nearest_neighbors
 
 
@@ -54,10 +53,6 @@ def nn_gflops(n: int, m: int, d: int, repeats: int = 3) -> float:
         best = min(best, time.perf_counter() - start)
     return 2 * n * m * d / best / 1e9
 
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ built-in dataset's members at a given epsilon, sample a labelled synthetic set, 
   real test set, and PRDC (precision, recall, density, coverage; k = 5) in the same space, the
   real test set against as many synthetic images (a seeded subset, all of them if fewer: PRDC
   depends on the sizes);
-- peak resident memory: of the process when training ended, and at the end;
+- peak resident memory: of the process when training ended (when loading ended, with
+  --load-generator), and at the end;
 - training time: wall clock and the process's CPU time (torch threads as given; the machine may
   be shared with other work, so wall time overstates the cost on an idle machine), and the
   sampling's wall time.
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -40,14 +40,10 @@ from dpaudit.audit.fidelity import fid, prdc
 from dpaudit.audit.classifiers import ClassifierConfig, fit_classifier
 from dpaudit.datasets import load_split
 from dpaudit.generators import Checkpointer, TrainingRun, get_generator, load_generator, save_generator
-from dpaudit.memory import keep_freed_memory
+from dpaudit.memory import keep_freed_memory, peak_rss_mib
 from dpaudit.nets import accuracy
 from dpaudit.privacy import PrivacyBudget
 
-
-def peak_rss_mib() -> float:
-    """The process's peak resident memory so far, MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import threading
@@ -86,6 +85,7 @@ def audit(folder: Path, members: int, synthetic: int) -> dict:
     from dpaudit.audit.pipeline import evaluate
     from dpaudit.datasets import reference_from_folders
     from dpaudit.images import load_images
+    from dpaudit.memory import peak_rss_mib
 
     start = time.perf_counter()
     reference = reference_from_folders(folder / f"members-{members}.npz", folder / "holdout.npz", folder / "test.npz")
@@ -96,7 +96,7 @@ def audit(folder: Path, members: int, synthetic: int) -> dict:
                              nn.AdaptiveAvgPool2d(2), nn.Flatten())  # 128 features
     evaluate(synthetic_set, reference, profile="quick", extractor=features, progress=False)
     return {"members": members, "synthetic": synthetic, "wall_s": time.perf_counter() - start,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mib": peak_rss_mib(),
             "loaded_rss_mib": loaded_rss, "peak_anon_mib": sampler.peaks["RssAnon"] / 1024,
             "peak_file_mib": sampler.peaks["RssFile"] / 1024}
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from dpaudit.approximate_search import recall_at_k, search_settings  # noqa: E40
 from dpaudit.audit.features import load_extractor  # noqa: E402
 from dpaudit.datasets import load_split  # noqa: E402
 from dpaudit.images import ImageSet  # noqa: E402
+from dpaudit.memory import peak_rss_mib  # noqa: E402
 from dpaudit.neighbors import nearest_neighbors  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def main() -> None:
     rows("LeNet features, shifted copies", lenet(large_queries), lenet(large_refs), args.k, ["ivf", "hnsw"])
     rows("pixels, shifted copies", large_queries.x[: args.large_pixel_queries], large_refs.x[: args.large_pixel_refs],
          args.k, ["ivf"])
-    print(f"\npeak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"\npeak resident memory: {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dpaudit.audit.features import load_extractor  # noqa: E402
 from dpaudit.audit.fidelity import IdentityFeatures, fid, kid, prdc  # noqa: E402
 from dpaudit.datasets import load_split  # noqa: E402
+from dpaudit.memory import peak_rss_mib  # noqa: E402
 from dpaudit.neighbors import nearest_neighbors  # noqa: E402
 
 
@@ -155,7 +155,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for line in metric_rows(f_members[:10_000], f_test, args.repeats):
         print(line, flush=True)
-    print(f"\npeak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"\npeak resident memory: {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

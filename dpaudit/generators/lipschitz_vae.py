@@ -148,6 +148,11 @@ def spectral_linear_norm_sample(layer: SpectralLinear, activations: list[torch.T
     return {layer.weight: weight_sq.clamp_min(0).sqrt(), layer.bias: b.sum(1).norm(dim=1)}
 
 
+def decoder_mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    """The decoder's MLP: two hidden ReLU layers of `hidden` units, `outputs` logits."""
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
+
+
 class UpsampledMLPDecoder(nn.Module):
     """[z, onehot(y)] -> an MLP to logits at half the image's side -> bilinear upsampling."""
 
@@ -155,9 +160,7 @@ class UpsampledMLPDecoder(nn.Module):
         super().__init__()
         self.shape = shape
         self.half = (shape[0], math.ceil(shape[1] / 2), math.ceil(shape[2] / 2))
-        self.mlp = nn.Sequential(
-            nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, math.prod(self.half)),
-        )
+        self.mlp = decoder_mlp(inputs, hidden, math.prod(self.half))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         logits = self.mlp(h).view(len(h), *self.half)
@@ -166,8 +169,9 @@ class UpsampledMLPDecoder(nn.Module):
 
 class LipschitzVAE(nn.Module):
     """Encoder mean: SpectralLinear-ReLU-SpectralLinear on [x, onehot(y)]; decoder: an MLP on
-    [z, onehot(y)] to pixel logits, or to half-resolution logits upsampled; prior: N(0, I) or a learned Gaussian per class
-    (`prior_mean`, `prior_log_std`: linear maps of onehot(y), so that opacus clips them too)."""
+    [z, onehot(y)] to pixel logits, or to half-resolution logits upsampled; prior: N(0, I) or a
+    learned Gaussian per class (`prior_mean`, `prior_log_std`: linear maps of onehot(y), so that
+    opacus clips their gradients with the rest)."""
 
     def __init__(self, shape: tuple[int, int, int], num_classes: int, cfg: LipschitzVAEConfig, generator: torch.Generator):
         super().__init__()
@@ -181,10 +185,7 @@ class LipschitzVAE(nn.Module):
         if cfg.decoder == "mlp-upsampled":
             self.decoder = UpsampledMLPDecoder(cfg.latent_dim + num_classes, shape, cfg.hidden)
         else:
-            self.decoder = nn.Sequential(
-                nn.Linear(cfg.latent_dim + num_classes, cfg.hidden), nn.ReLU(),
-                nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, pixels),
-            )
+            self.decoder = decoder_mlp(cfg.latent_dim + num_classes, cfg.hidden, pixels)
         self.class_prior = cfg.prior == "class"
         if self.class_prior:
             self.prior_mean = nn.Linear(num_classes, cfg.latent_dim, bias=False)
